@@ -1,0 +1,3 @@
+from .x3d import X3D
+
+__all__ = ['X3D']

@@ -1,0 +1,433 @@
+"""X3D backbone (Feichtenhofer, "X3D: Expanding Architectures for Efficient
+Video Recognition", CVPR 2020), exactly as PySlowFast builds it.
+
+Data flow (shapes for X3D-M, 16x224x224 input)::
+
+    input  N x 3   x 16 x 224 x 224
+    stem   1x3x3 conv /2 -> 5x1x1 channelwise conv -> BN -> ReLU
+           N x 24  x 16 x 112 x 112
+    layer1 3  blocks, first with spatial stride 2    -> N x 24  x 16 x 56 x 56
+    layer2 5  blocks, first with spatial stride 2    -> N x 48  x 16 x 28 x 28
+    layer3 11 blocks, first with spatial stride 2    -> N x 96  x 16 x 14 x 14
+    layer4 7  blocks, first with spatial stride 2    -> N x 192 x 16 x 7  x 7
+
+    block: 1x1x1 conv -> BN -> ReLU
+           -> 3x3x3 channelwise conv -> BN -> [SE] -> swish
+           -> 1x1x1 conv -> BN   (+ shortcut, a 1x1x1 conv + BN if the shape
+           changes) -> ReLU
+
+The conv_5 layer that PySlowFast puts in its head belongs to
+:class:`~x3d_plugin.models.heads.X3DHead` here, so the backbone's outputs are
+the stage features that detection or localisation necks consume.
+"""
+import math
+from contextlib import contextmanager
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import _load_checkpoint
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from x3d_plugin.registry import MODELS
+from x3d_plugin.utils.state_dict import load_state_dict_checked
+
+# PySlowFast's X3D before expansion (X3D.DIM_C1 = 12; stage widths double,
+# 12/24/48/96; blocks per stage 1/2/5/3 in `X3D._construct_network`).
+BASE_WIDTH = 12
+BASE_STAGE_BLOCKS = (1, 2, 5, 3)
+# The 1/16 squeeze-excitation ratio of the paper (Sec. 4) and X3D.SE_RATIO.
+SE_RATIO = 1 / 16
+
+
+def round_width(width: float,
+                multiplier: float,
+                min_width: int = 8,
+                divisor: int = 8) -> int:
+    """Scale ``width`` by ``multiplier`` and round it to a multiple of 8, as
+    the X3D paper code does (never below ``min_width``, never more than 10%
+    under the exact product)."""
+    width *= multiplier
+    rounded = max(min_width, int(width + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * width:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, multiplier: float) -> int:
+    """Scale a block count by the depth factor, rounding up."""
+    return int(math.ceil(multiplier * repeats))
+
+
+def x3d_structure(
+    factors: Dict[str, float]
+) -> Tuple[int, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+    """Stem width, stage widths, inner (bottleneck) widths and blocks per
+    stage of the network that the expansion ``factors`` describe."""
+    stem_width = round_width(BASE_WIDTH, factors['width_factor'])
+    stage_widths = tuple(
+        round_width(BASE_WIDTH * 2**i, factors['width_factor'])
+        for i in range(len(BASE_STAGE_BLOCKS)))
+    inner_widths = tuple(
+        int(factors['bottleneck_factor'] * w) for w in stage_widths)
+    stage_blocks = tuple(
+        round_repeats(n, factors['depth_factor']) for n in BASE_STAGE_BLOCKS)
+    return stem_width, stage_widths, inner_widths, stage_blocks
+
+
+def swish(x: Tensor) -> Tensor:
+    """Swish, ``x * sigmoid(x)``.
+
+    ``F.silu`` keeps only its input for the backward pass (its gradient is
+    recomputed from ``x``), which is the memory-saving form that PySlowFast
+    writes by hand as ``SwishEfficient``; it is also a single fused kernel.
+    """
+    return F.silu(x)
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation on the channelwise conv's output.
+
+    Args:
+        channels (int): Channels of the input.
+        ratio (float): Hidden width as a fraction of ``channels``; the hidden
+            width is rounded to a multiple of 8 (at least 8).
+    """
+
+    def __init__(self, channels: int, ratio: float = SE_RATIO) -> None:
+        super().__init__()
+        hidden = round_width(channels, ratio)
+        self.fc1 = nn.Conv3d(channels, hidden, kernel_size=1, bias=True)
+        self.fc2 = nn.Conv3d(hidden, channels, kernel_size=1, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = x.mean(dim=(2, 3, 4), keepdim=True)
+        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(scale))))
+        return x * scale
+
+
+class X3DBlock(nn.Module):
+    """X3D bottleneck block with a channelwise 3x3x3 convolution.
+
+    Args:
+        in_channels (int): Input channels.
+        inner_channels (int): Width of the channelwise conv (bottleneck).
+        out_channels (int): Output channels.
+        spatial_stride (int): Spatial stride of the channelwise conv and of
+            the shortcut.
+        use_se (bool): Whether the block has squeeze-excitation.
+        norm_cfg (dict): Normalisation layer config.
+        with_cp (bool): Recompute the block in backward instead of keeping
+            its activations.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 inner_channels: int,
+                 out_channels: int,
+                 spatial_stride: int = 1,
+                 use_se: bool = False,
+                 norm_cfg: Optional[Dict] = None,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        norm_cfg = norm_cfg or dict(type='BN3d')
+        self.with_cp = with_cp
+        self.conv1 = nn.Conv3d(
+            in_channels, inner_channels, kernel_size=1, bias=False)
+        self.bn1 = build_norm_layer(norm_cfg, inner_channels)[1]
+        self.conv2 = nn.Conv3d(
+            inner_channels,
+            inner_channels,
+            kernel_size=3,
+            stride=(1, spatial_stride, spatial_stride),
+            padding=1,
+            groups=inner_channels,
+            bias=False)
+        self.bn2 = build_norm_layer(norm_cfg, inner_channels)[1]
+        self.se = SqueezeExcitation(inner_channels) if use_se else None
+        self.conv3 = nn.Conv3d(
+            inner_channels, out_channels, kernel_size=1, bias=False)
+        self.bn3 = build_norm_layer(norm_cfg, out_channels)[1]
+        if spatial_stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv3d(
+                    in_channels,
+                    out_channels,
+                    kernel_size=1,
+                    stride=(1, spatial_stride, spatial_stride),
+                    bias=False),
+                build_norm_layer(norm_cfg, out_channels)[1])
+        else:
+            self.downsample = None
+
+    def _residual(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.se is not None:
+            out = self.se(out)
+        out = self.bn3(self.conv3(swish(out)))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint.checkpoint(
+                self._residual,
+                x,
+                use_reentrant=False,
+                context_fn=self._checkpoint_contexts)
+        return self._residual(x)
+
+    def _checkpoint_contexts(self):
+        return _null_context(), self._frozen_norm_stats()
+
+    @contextmanager
+    def _frozen_norm_stats(self):
+        """Keep BN running statistics unchanged while the block is recomputed
+        for backward, so ``with_cp`` updates them once per step like the
+        plain forward does."""
+        saved = []
+        for m in self.modules():
+            if isinstance(m, _BatchNorm) and m.track_running_stats:
+                saved.append((m, m.momentum, m.num_batches_tracked.clone()))
+                m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, momentum, num_batches in saved:
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(num_batches)
+
+
+@contextmanager
+def _null_context():
+    yield
+
+
+@MODELS.register_module()
+class X3D(BaseModule):
+    """X3D backbone.
+
+    The variants share one generator and differ in three expansion factors
+    (PySlowFast ``configs/Kinetics/X3D_*.yaml``; paper Table 3). XS, S and M
+    are one network that is fed different clips (4x160², 13x160², 16x224²);
+    clip length and crop size belong to the data pipeline, not here.
+
+    ====  =====  =====  ==========  ===============  ===============  ==========
+    arch  width  depth  bottleneck  stage widths     inner widths     blocks
+    ====  =====  =====  ==========  ===============  ===============  ==========
+    xs    2.0    2.2    2.25        24/48/96/192     54/108/216/432   3/5/11/7
+    s     2.0    2.2    2.25        24/48/96/192     54/108/216/432   3/5/11/7
+    m     2.0    2.2    2.25        24/48/96/192     54/108/216/432   3/5/11/7
+    l     2.0    5.0    2.25        24/48/96/192     54/108/216/432   5/10/25/15
+    xl    2.9    5.0    2.25        32/72/136/280    72/162/306/630   5/10/25/15
+    ====  =====  =====  ==========  ===============  ===============  ==========
+
+    XL has no PySlowFast config; its factors are the paper's.
+
+    Args:
+        arch (str | dict): ``'xs'``, ``'s'``, ``'m'``, ``'l'``, ``'xl'``, or a
+            dict with the keys ``width_factor``, ``depth_factor`` and
+            ``bottleneck_factor`` (all > 0). Defaults to ``'m'``.
+        in_channels (int): Channels of the input clip. Defaults to 3.
+        out_indices (Sequence[int]): Stages (0-3) whose outputs are returned;
+            one index gives a tensor, several give a tuple. Defaults to
+            ``(3,)``.
+        frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` the
+            stem and stages 1..k (parameters fixed, BN in eval mode).
+            Defaults to -1.
+        norm_cfg (dict): Normalisation layers, e.g. ``dict(type='BN3d')`` or
+            ``dict(type='SyncBN')``. Defaults to ``dict(type='BN3d')``.
+        norm_eval (bool): Keep every BN layer in eval mode while training
+            (frozen running statistics). Defaults to False.
+        with_cp (bool): Activation checkpointing per block: saves memory,
+            costs a second forward; outputs, gradients and BN statistics are
+            the same as without. Defaults to False.
+        zero_init_residual (bool): Initialise the last BN of each block to
+            zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).
+            Defaults to True.
+        init_cfg (dict | list[dict], optional): MMEngine initialisation
+            config, e.g. ``dict(type='Pretrained', checkpoint='x.pth',
+            prefix='backbone.')``. A pretrained file must fit the network
+            exactly. Defaults to None (PySlowFast's initialisation).
+    """
+
+    arch_settings = {
+        'xs': dict(width_factor=2.0, depth_factor=2.2, bottleneck_factor=2.25),
+        's': dict(width_factor=2.0, depth_factor=2.2, bottleneck_factor=2.25),
+        'm': dict(width_factor=2.0, depth_factor=2.2, bottleneck_factor=2.25),
+        'l': dict(width_factor=2.0, depth_factor=5.0, bottleneck_factor=2.25),
+        'xl': dict(width_factor=2.9, depth_factor=5.0, bottleneck_factor=2.25),
+    }
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'm',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (3, ),
+                 frozen_stages: int = -1,
+                 norm_cfg: Dict = dict(type='BN3d', requires_grad=True),
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 zero_init_residual: bool = True,
+                 init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        factors = self.resolve_arch(arch)
+        num_stages = len(BASE_STAGE_BLOCKS)
+        out_indices = tuple(out_indices)
+        if not out_indices or any(not 0 <= i < num_stages
+                                  for i in out_indices):
+            raise ValueError(f'out_indices must be a non-empty subset of '
+                             f'0..{num_stages - 1}, got {out_indices}')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
+                             f'got {frozen_stages}')
+        self.arch = arch
+        self.width_factor = factors['width_factor']
+        self.depth_factor = factors['depth_factor']
+        self.bottleneck_factor = factors['bottleneck_factor']
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.zero_init_residual = zero_init_residual
+
+        stem_width, self.stage_widths, self.inner_widths, \
+            self.stage_blocks = x3d_structure(factors)
+
+        self.stem = nn.Module()
+        self.stem.conv_xy = nn.Conv3d(
+            in_channels,
+            stem_width,
+            kernel_size=(1, 3, 3),
+            stride=(1, 2, 2),
+            padding=(0, 1, 1),
+            bias=False)
+        self.stem.conv_t = nn.Conv3d(
+            stem_width,
+            stem_width,
+            kernel_size=(5, 1, 1),
+            padding=(2, 0, 0),
+            groups=stem_width,
+            bias=False)
+        self.stem.bn = build_norm_layer(norm_cfg, stem_width)[1]
+
+        self.layer_names = []
+        width_in = stem_width
+        for i, (width, inner, blocks) in enumerate(
+                zip(self.stage_widths, self.inner_widths, self.stage_blocks)):
+            layer = nn.Sequential(*[
+                X3DBlock(
+                    width_in if j == 0 else width,
+                    inner,
+                    width,
+                    spatial_stride=2 if j == 0 else 1,
+                    # SE on every other block, starting with the first.
+                    use_se=j % 2 == 0,
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp) for j in range(blocks)
+            ])
+            name = f'layer{i + 1}'
+            self.add_module(name, layer)
+            self.layer_names.append(name)
+            width_in = width
+        self.out_channels = self.stage_widths[out_indices[-1]]
+        self._freeze_stages()
+
+    @classmethod
+    def resolve_arch(cls, arch: Union[str, Dict]) -> Dict[str, float]:
+        """Expansion factors of ``arch`` (a variant name or a factor dict)."""
+        if isinstance(arch, str):
+            if arch.lower() not in cls.arch_settings:
+                raise ValueError(
+                    f'unknown X3D arch {arch!r}; choose one of '
+                    f'{sorted(cls.arch_settings)} or pass a dict with '
+                    'width_factor, depth_factor and bottleneck_factor')
+            return dict(cls.arch_settings[arch.lower()])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or dict, got {type(arch)}')
+        required = {'width_factor', 'depth_factor', 'bottleneck_factor'}
+        if set(arch) != required:
+            raise ValueError(f'arch dict needs exactly the keys '
+                             f'{sorted(required)}, got {sorted(arch)}')
+        for key, value in arch.items():
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f'arch[{key!r}] must be a positive number, '
+                                 f'got {value!r}')
+        return {k: float(v) for k, v in arch.items()}
+
+    def init_weights(self) -> None:
+        """PySlowFast's initialisation, or the pretrained file of
+        ``init_cfg`` (loaded strictly)."""
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            self._load_pretrained(init_cfg)
+            self._is_init = True
+            return
+        if init_cfg is not None:
+            super().init_weights()
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                # c2_msra_fill in PySlowFast's init_helper.
+                nn.init.kaiming_normal_(
+                    m.weight, mode='fan_out', nonlinearity='relu')
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, _BatchNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, X3DBlock):
+                    nn.init.zeros_(m.bn3.weight)
+
+    def _load_pretrained(self, init_cfg: Dict) -> None:
+        source = init_cfg['checkpoint']
+        prefix = init_cfg.get('prefix', '')
+        ckpt = _load_checkpoint(source, map_location='cpu')
+        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt,
+                                                           dict) else ckpt
+        if prefix:
+            if not prefix.endswith('.'):
+                prefix += '.'
+            state = {
+                k[len(prefix):]: v
+                for k, v in state.items() if k.startswith(prefix)
+            }
+            if not state:
+                raise ValueError(f'{source!r} has no key starting with '
+                                 f'{prefix!r}; check init_cfg.prefix')
+        load_state_dict_checked(self, state, source=source)
+
+    def _freeze_stages(self) -> None:
+        frozen = ([self.stem] if self.frozen_stages >= 0 else []) + [
+            getattr(self, name)
+            for name in self.layer_names[:max(self.frozen_stages, 0)]
+        ]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
+        """Stage features of a clip batch ``N x C x T x H x W``."""
+        x = F.relu(self.stem.bn(self.stem.conv_t(self.stem.conv_xy(x))))
+        outs = []
+        for i, name in enumerate(self.layer_names[:max(self.out_indices) + 1]):
+            x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def train(self, mode: bool = True) -> 'X3D':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self

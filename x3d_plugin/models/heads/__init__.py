@@ -1,0 +1,3 @@
+from .x3d_head import X3DHead
+
+__all__ = ['X3DHead']

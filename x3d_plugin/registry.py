@@ -1,0 +1,29 @@
+"""Registries of the ``x3d_plugin`` scope.
+
+Each registry is a child of MMAction2's registry of the same kind, so a config
+reaches plugin modules as ``type='x3d_plugin.X3D'`` while MMAction2's own names
+(``X3D``, ``X3DHead``, ``DecordDecode``...) keep resolving to MMAction2's
+implementations. Nothing here registers with ``force=True``.
+"""
+from mmaction.registry import HOOKS as MMACTION_HOOKS
+from mmaction.registry import MODELS as MMACTION_MODELS
+from mmaction.registry import TRANSFORMS as MMACTION_TRANSFORMS
+from mmengine.registry import Registry
+
+SCOPE = 'x3d_plugin'
+
+MODELS = Registry(
+    'model',
+    parent=MMACTION_MODELS,
+    scope=SCOPE,
+    locations=['x3d_plugin.models'])
+TRANSFORMS = Registry(
+    'transform',
+    parent=MMACTION_TRANSFORMS,
+    scope=SCOPE,
+    locations=['x3d_plugin.datasets.transforms'])
+HOOKS = Registry(
+    'hook',
+    parent=MMACTION_HOOKS,
+    scope=SCOPE,
+    locations=['x3d_plugin.engine.hooks'])
