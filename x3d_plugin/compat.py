@@ -65,6 +65,19 @@ def _install_drn_placeholder():
     sys.modules[module.__name__] = module
 
 
+def _history_buffer_getattr(owner, name):
+    """The one ``getattr`` a runner checkpoint needs: HistoryBuffer pickles
+    its statistics methods (``min``, ``max``, ``current``, ``mean``) as
+    ``getattr(HistoryBuffer, name)``. Anything else is refused, which keeps
+    the weights-only guarantee."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if (owner is HistoryBuffer and not name.startswith('_')
+            and callable(getattr(HistoryBuffer, name, None))):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'getattr({owner!r}, {name!r}) is not allowed in a checkpoint')
+
+
 def _runner_checkpoint_safe_globals():
     """Types found in checkpoints written by MMEngine's runner."""
     import numpy as np
@@ -74,8 +87,10 @@ def _runner_checkpoint_safe_globals():
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = [type(np.dtype(t)) for t in 'bBhHiIlLqQefdgFDG?']
-    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype,
-            *dtype_classes]
+    return [
+        HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype,
+        *dtype_classes, (_history_buffer_getattr, 'builtins.getattr')
+    ]
 
 
 def load_local_checkpoint(filename, map_location=None):

@@ -1,0 +1,46 @@
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import x3d_plugin  # noqa: F401  (applies the stack shims first)
+from mmaction.utils import register_all_modules
+
+register_all_modules(init_default_scope=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / 'shared'
+
+
+@pytest.fixture
+def shared_dir():
+    """The read-only shared/ folder beside the checkout (absent in a user's
+    clone: tests that need it are skipped there)."""
+    if not SHARED.is_dir():
+        pytest.skip(f'{SHARED} is absent (it ships beside the development '
+                    'checkout only)')
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def import_pytorchvideo_x3d():
+    """PyTorchVideo's ``create_x3d`` without torchvision (only its RoI head
+    imports torchvision, which the X3D builder never uses)."""
+    if 'torchvision' not in sys.modules:
+        try:
+            import torchvision  # noqa: F401
+        except Exception:
+            stub = types.ModuleType('torchvision')
+            ops = types.ModuleType('torchvision.ops')
+            ops.RoIAlign = type('RoIAlign', (), {})
+            stub.ops = ops
+            sys.modules['torchvision'] = stub
+            sys.modules['torchvision.ops'] = ops
+    module = pytest.importorskip('pytorchvideo.models.x3d')
+    return module.create_x3d
