@@ -7,8 +7,12 @@ from . import compat
 
 compat.apply()
 
-from . import models  # noqa: E402,F401  (registers the modules)
-from .registry import HOOKS, MODELS, TRANSFORMS  # noqa: E402
+from . import datasets, engine, models  # noqa: E402,F401  (registration)
+from .registry import (DATASETS, HOOKS, MODELS,  # noqa: E402
+                       PARAM_SCHEDULERS, TRANSFORMS)
 from .version import __version__  # noqa: E402
 
-__all__ = ['HOOKS', 'MODELS', 'TRANSFORMS', '__version__']
+__all__ = [
+    'DATASETS', 'HOOKS', 'MODELS', 'PARAM_SCHEDULERS', 'TRANSFORMS',
+    '__version__'
+]

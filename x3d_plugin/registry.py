@@ -5,8 +5,10 @@ reaches plugin modules as ``type='x3d_plugin.X3D'`` while MMAction2's own names
 (``X3D``, ``X3DHead``, ``DecordDecode``...) keep resolving to MMAction2's
 implementations. Nothing here registers with ``force=True``.
 """
+from mmaction.registry import DATASETS as MMACTION_DATASETS
 from mmaction.registry import HOOKS as MMACTION_HOOKS
 from mmaction.registry import MODELS as MMACTION_MODELS
+from mmaction.registry import PARAM_SCHEDULERS as MMACTION_PARAM_SCHEDULERS
 from mmaction.registry import TRANSFORMS as MMACTION_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -27,3 +29,13 @@ HOOKS = Registry(
     parent=MMACTION_HOOKS,
     scope=SCOPE,
     locations=['x3d_plugin.engine.hooks'])
+DATASETS = Registry(
+    'dataset',
+    parent=MMACTION_DATASETS,
+    scope=SCOPE,
+    locations=['x3d_plugin.datasets'])
+PARAM_SCHEDULERS = Registry(
+    'parameter scheduler',
+    parent=MMACTION_PARAM_SCHEDULERS,
+    scope=SCOPE,
+    locations=['x3d_plugin.engine.schedulers'])

@@ -247,6 +247,12 @@ class X3D(BaseModule):
         with_cp (bool): Activation checkpointing per block: saves memory,
             costs a second forward; outputs, gradients and BN statistics are
             the same as without. Defaults to False.
+        channels_last (bool): Run in the channels-last-3d memory format
+            (the input is converted once; every layer keeps the format).
+            The channelwise 3x3x3 convolutions take PyTorch's fast kernels
+            only in this format (cuDNN on CUDA; on CPU the train step is
+            about 1.6x faster, see docs/benchmarks.md). The numbers are the
+            same either way. Defaults to True.
         zero_init_residual (bool): Initialise the last BN of each block to
             zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).
             Defaults to True.
@@ -272,6 +278,7 @@ class X3D(BaseModule):
                  norm_cfg: Dict = dict(type='BN3d', requires_grad=True),
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 channels_last: bool = True,
                  zero_init_residual: bool = True,
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None):
         super().__init__(init_cfg=init_cfg)
@@ -293,6 +300,7 @@ class X3D(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.channels_last = channels_last
         self.zero_init_residual = zero_init_residual
 
         stem_width, self.stage_widths, self.inner_widths, \
@@ -415,6 +423,8 @@ class X3D(BaseModule):
 
     def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
         """Stage features of a clip batch ``N x C x T x H x W``."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         x = F.relu(self.stem.bn(self.stem.conv_t(self.stem.conv_xy(x))))
         outs = []
         for i, name in enumerate(self.layer_names[:max(self.out_indices) + 1]):

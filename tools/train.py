@@ -1,0 +1,121 @@
+"""Train an X3D recognizer with MMEngine's runner (MMAction2's flags).
+
+Examples::
+
+    python tools/train.py configs/x3d_xs_demo.py
+    python tools/train.py configs/x3d_m_k400.py --work-dir work_dirs/m --amp
+    bash tools/dist_train.sh configs/x3d_m_k400.py 8
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import x3d_plugin  # noqa: E402,F401  (stack shims before MMEngine runs)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train an X3D recognizer')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from this checkpoint, or without a path from the latest '
+        'checkpoint in the work directory')
+    parser.add_argument(
+        '--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the LR to the actual total batch (on by default in the '
+        'Kinetics configs)')
+    parser.add_argument('--seed', type=int, default=None, help='random seed')
+    parser.add_argument(
+        '--diff-rank-seed',
+        action='store_true',
+        help='a different seed on each rank')
+    parser.add_argument(
+        '--deterministic',
+        action='store_true',
+        help='deterministic cuDNN algorithms')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_dataloader.batch_size=8')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command line to the config."""
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise SystemExit(f'--amp needs OptimWrapper, the config uses '
+                             f'{wrapper}')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if not _cuda_available():
+            # CPU autocast runs in bfloat16, which needs no loss scaling.
+            cfg.optim_wrapper.dtype = 'bfloat16'
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    if cfg.get('randomness') is None or args.seed is not None:
+        cfg.randomness = dict(
+            seed=args.seed if args.seed is not None else
+            cfg.get('randomness', {}).get('seed'),
+            diff_rank_seed=args.diff_rank_seed,
+            deterministic=args.deterministic)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def _cuda_available():
+    import torch
+    return torch.cuda.is_available()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = merge_args(Config.fromfile(args.config), args)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    if runner.rank == 0:
+        print(f'Training finished. Checkpoints and logs: {runner.work_dir}',
+              flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,303 @@
+"""Video loading for X3D: decode at the target size, PySlowFast's clip
+sampling, and decoding that survives bad videos in training."""
+import logging
+import os
+import os.path as osp
+import random
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+
+from x3d_plugin.registry import TRANSFORMS
+
+logger = logging.getLogger('x3d_plugin')
+
+# The file the SkippedVideosHook collects skipped videos from (set by the
+# hook in the main process before data-loader workers start).
+SKIP_LOG_ENV = 'X3D_PLUGIN_SKIPPED_VIDEOS'
+
+
+class VideoDecodeError(RuntimeError):
+    """A video that cannot be opened or decoded."""
+
+
+def _probe_size(filename: str) -> Tuple[int, int]:
+    """(height, width) of the first video stream, read from the container
+    header without decoding a frame."""
+    import av
+    with av.open(filename) as container:
+        if not container.streams.video:
+            raise VideoDecodeError('no video stream')
+        stream = container.streams.video[0]
+        if not stream.width or not stream.height:
+            raise VideoDecodeError('video stream has no frame size')
+        return stream.height, stream.width
+
+
+def scaled_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
+    """(height, width) with the short side at ``short_side`` and the aspect
+    ratio kept, rounded as ``mmcv.rescale_size`` (MMAction2's ``Resize``)
+    rounds."""
+    scale = short_side / min(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+class _SkipOrRaise:
+    """Shared handling of a bad video: in training (``on_error='skip'``) log
+    it, record it for :class:`SkippedVideosHook` and return None, which makes
+    MMEngine's dataset draw another sample (``max_refetch`` bounds the
+    retries); otherwise raise an error that names the file."""
+
+    on_error: str
+
+    def _check_on_error(self, on_error: str) -> None:
+        if on_error not in ('skip', 'raise'):
+            raise ValueError(
+                f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.on_error = on_error
+
+    def _fail(self, filename: str, err: Exception) -> None:
+        reason = f'{type(err).__name__}: {err}'.strip().splitlines()[0]
+        if self.on_error == 'raise':
+            raise VideoDecodeError(
+                f'cannot decode video {filename!r} ({reason}). Remove it from '
+                'the annotation list or re-encode it (tools/data/'
+                'reencode_videos.py).') from err
+        logger.warning('skipping unreadable video %s (%s)', filename, reason)
+        log_file = os.environ.get(SKIP_LOG_ENV)
+        if log_file:
+            with open(log_file, 'a') as f:
+                f.write(f'{filename}\t{reason}\n')
+        return None
+
+
+@TRANSFORMS.register_module()
+class DecordInitAtScale(_SkipOrRaise, BaseTransform):
+    """Open a video with decord so that it decodes straight to the size the
+    pipeline needs.
+
+    MMAction2's ``DecordInit`` + ``DecordDecode`` + ``Resize`` /
+    ``RandomRescale`` decode every frame at full resolution, copy it, and
+    then shrink it. Here the decoder itself scales (``VideoReader(width=...,
+    height=...)``), so a 1080p clip never exists at 1080p in memory, and the
+    file is read from disk by decord directly (MMAction2 reads it into a
+    ``BytesIO`` first). The result matches ``DecordDecode`` + ``Resize`` to
+    within resampling differences (decord averages like
+    ``interpolation='area'`` when it shrinks).
+
+    Required keys: ``filename``. Added keys: ``video_reader``,
+    ``total_frames``, ``avg_fps``, ``original_shape`` (of the file),
+    ``scale_factor``.
+
+    Args:
+        short_side (int | tuple[int, int] | None): Target short side, or a
+            ``(min, max)`` range to draw it from uniformly per video (the
+            short-side scale jitter of X3D training). None keeps the size.
+        num_threads (int): Decoder threads. Defaults to 1.
+        on_error (str): ``'skip'`` (training: log, report, draw another
+            sample) or ``'raise'`` (testing: a clear error naming the file).
+            Defaults to ``'raise'``.
+    """
+
+    def __init__(self,
+                 short_side: Union[int, Sequence[int], None] = None,
+                 num_threads: int = 1,
+                 on_error: str = 'raise') -> None:
+        if isinstance(short_side, (list, tuple)):
+            if len(short_side) != 2 or not 0 < short_side[0] <= short_side[1]:
+                raise ValueError(f'short_side range must be (min, max) with '
+                                 f'0 < min <= max, got {short_side}')
+            short_side = tuple(short_side)
+        elif short_side is not None and short_side <= 0:
+            raise ValueError(f'short_side must be positive, got {short_side}')
+        self.short_side = short_side
+        self.num_threads = num_threads
+        self._check_on_error(on_error)
+
+    def _target_short_side(self) -> Optional[int]:
+        if isinstance(self.short_side, tuple):
+            return random.randint(*self.short_side)
+        return self.short_side
+
+    def transform(self, results: Dict) -> Optional[Dict]:
+        import decord
+        filename = results['filename']
+        try:
+            if not osp.isfile(filename):
+                raise FileNotFoundError('no such file')
+            height, width = _probe_size(filename)
+            short_side = self._target_short_side()
+            if short_side is None:
+                out_h, out_w = height, width
+                reader = decord.VideoReader(
+                    filename, num_threads=self.num_threads)
+            else:
+                out_h, out_w = scaled_size(height, width, short_side)
+                reader = decord.VideoReader(
+                    filename,
+                    num_threads=self.num_threads,
+                    width=out_w,
+                    height=out_h)
+            total = len(reader)
+            if total == 0:
+                raise VideoDecodeError('the video has no frames')
+        except Exception as err:  # decord raises its own error types
+            return self._fail(filename, err)
+        results['video_reader'] = reader
+        results['decord_num_threads'] = self.num_threads
+        results['total_frames'] = total
+        results['avg_fps'] = reader.get_avg_fps()
+        results['original_shape'] = (height, width)
+        results['img_shape'] = (out_h, out_w)
+        results['scale_factor'] = np.array([out_w / width, out_h / height],
+                                           dtype=np.float32)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(short_side={self.short_side}, '
+                f'num_threads={self.num_threads}, on_error={self.on_error!r})')
+
+
+@TRANSFORMS.register_module()
+class RobustDecordDecode(_SkipOrRaise, BaseTransform):
+    """Decode ``frame_inds`` from the reader of :class:`DecordInitAtScale`.
+
+    Unlike MMAction2's ``DecordDecode``, a truncated or corrupt stream does
+    not end the epoch: in training the sample is skipped and reported (see
+    :class:`DecordInitAtScale`); in testing the error names the file.
+
+    Required keys: ``video_reader``, ``frame_inds``, ``filename``. Added
+    keys: ``imgs`` (list of HxWx3 RGB uint8), ``img_shape``.
+
+    Args:
+        on_error (str): ``'skip'`` or ``'raise'``. Defaults to ``'raise'``.
+    """
+
+    def __init__(self, on_error: str = 'raise') -> None:
+        self._check_on_error(on_error)
+
+    def transform(self, results: Dict) -> Optional[Dict]:
+        reader = results.pop('video_reader')
+        frame_inds = np.asarray(results['frame_inds']).reshape(-1)
+        # Decode each distinct frame once, in file order.
+        unique, inverse = np.unique(frame_inds, return_inverse=True)
+        try:
+            frames = reader.get_batch(unique.tolist()).asnumpy()
+        except Exception as err:
+            frames = self._decode_full_size_and_resize(results, unique, err)
+            if frames is None:
+                return self._fail(results['filename'], err)
+        finally:
+            del reader
+        results['imgs'] = list(frames[inverse])
+        results['img_shape'] = frames.shape[1:3]
+        return results
+
+    @staticmethod
+    def _decode_full_size_and_resize(results: Dict, indices: np.ndarray,
+                                     err: Exception) -> Optional[np.ndarray]:
+        """decord 0.6.0 fails on some output sizes (e.g. 72x54 from 64x48:
+        'Check failed: from_size == to_size'); then decode at the file's size
+        and resize with OpenCV, as ``Resize`` would. None if that fails too
+        or the reader was not scaling."""
+        target = tuple(results.get('img_shape', ()))
+        if 'from_size == to_size' not in str(err) or target == tuple(
+                results.get('original_shape', ())):
+            return None
+        import cv2
+        import decord
+        try:
+            reader = decord.VideoReader(
+                results['filename'],
+                num_threads=results.get('decord_num_threads', 1))
+            frames = reader.get_batch(indices.tolist()).asnumpy()
+        except Exception:
+            return None
+        height, width = target
+        # Area averaging when shrinking, as decord's own scaling behaves.
+        interpolation = (cv2.INTER_AREA if height < frames.shape[1] else
+                         cv2.INTER_LINEAR)
+        return np.stack([
+            cv2.resize(f, (width, height), interpolation=interpolation)
+            for f in frames
+        ])
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(on_error={self.on_error!r})'
+
+
+@TRANSFORMS.register_module()
+class SlowFastSampleFrames(BaseTransform):
+    """Clip sampling exactly as PySlowFast does it for X3D.
+
+    A clip spans ``clip_len * frame_interval`` frames at ``target_fps``
+    (PySlowFast ``DATA.NUM_FRAMES``, ``DATA.SAMPLING_RATE``,
+    ``DATA.TARGET_FPS = 30``), i.e. ``clip_len * frame_interval / target_fps
+    * fps`` frames of the file. Training draws its start uniformly; testing
+    places clip ``i`` of ``num_clips`` at ``delta * i / num_clips``
+    (``decoder.get_start_end_idx``); ``clip_len`` indices are spread evenly
+    over the clip (``torch.linspace``) and clamped to the video.
+
+    MMAction2's ``SampleFrames`` differs in test mode (it centres each clip
+    in its segment) and in how it resamples to ``target_fps``.
+
+    Required keys: ``total_frames``, ``avg_fps``. Added keys:
+    ``frame_inds``, ``clip_len``, ``frame_interval``, ``num_clips``.
+
+    Args:
+        clip_len (int): Frames per clip.
+        frame_interval (int): Sampling rate at ``target_fps``.
+        num_clips (int): Clips per video (testing). Defaults to 1.
+        target_fps (float | None): The frame rate that ``frame_interval``
+            refers to; None uses the file's own. Defaults to 30.
+        test_mode (bool): Evenly placed clips instead of a random one.
+            Defaults to False.
+    """
+
+    def __init__(self,
+                 clip_len: int,
+                 frame_interval: int,
+                 num_clips: int = 1,
+                 target_fps: Optional[float] = 30,
+                 test_mode: bool = False) -> None:
+        if clip_len <= 0 or frame_interval <= 0 or num_clips <= 0:
+            raise ValueError('clip_len, frame_interval and num_clips must be '
+                             'positive')
+        self.clip_len = clip_len
+        self.frame_interval = frame_interval
+        self.num_clips = num_clips
+        self.target_fps = target_fps
+        self.test_mode = test_mode
+
+    def clip_indices(self, total_frames: int, fps: float,
+                     clip_idx: Optional[int]) -> np.ndarray:
+        """Frame indices of clip ``clip_idx`` (None: a random clip)."""
+        span = self.clip_len * self.frame_interval
+        if self.target_fps and fps > 0:
+            span = span / self.target_fps * fps
+        delta = max(total_frames - span, 0)
+        if clip_idx is None:
+            start = random.uniform(0, delta)
+        else:
+            start = delta * clip_idx / self.num_clips
+        index = np.linspace(start, start + span - 1, self.clip_len)
+        return np.clip(index, 0, total_frames - 1).astype(np.int64)
+
+    def transform(self, results: Dict) -> Dict:
+        total, fps = results['total_frames'], results.get('avg_fps', 0)
+        clips = [
+            self.clip_indices(total, fps, i if self.test_mode else None)
+            for i in range(self.num_clips)
+        ]
+        results['frame_inds'] = np.concatenate(clips)
+        results['clip_len'] = self.clip_len
+        results['frame_interval'] = self.frame_interval
+        results['num_clips'] = self.num_clips
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(clip_len={self.clip_len}, '
+                f'frame_interval={self.frame_interval}, '
+                f'num_clips={self.num_clips}, target_fps={self.target_fps}, '
+                f'test_mode={self.test_mode})')

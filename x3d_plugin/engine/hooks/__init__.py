@@ -1,0 +1,4 @@
+from .precise_bn import PreciseBNHook, update_bn_stats
+from .skipped_videos import SkippedVideosHook
+
+__all__ = ['PreciseBNHook', 'SkippedVideosHook', 'update_bn_stats']

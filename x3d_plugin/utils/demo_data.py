@@ -1,0 +1,123 @@
+"""Write the embedded demo dataset: short real H.264 videos of synthetic
+actions that no single frame can tell apart.
+
+Eight classes of a bright random shape on a dark noisy background that
+0 moves left, 1 moves right, 2 moves up, 3 moves down, 4 turns clockwise,
+5 turns counter-clockwise, 6 approaches (grows), 7 recedes (shrinks).
+Shape, colours, size, start position and angle, speed and noise are random,
+so only the motion across frames tells the class. Horizontal flipping swaps
+classes 0/1 and 4/5: the demo config does not flip.
+
+Output (MMAction2 ``VideoDataset`` layout)::
+
+    ROOT/videos/{train,val}/*.mp4
+    ROOT/{train,val}_list_videos.txt   "videos/train/x.mp4 label" per line
+    ROOT/label_map.txt                 one class name per line
+
+The command line is ``tools/data/generate_demo_dataset.py``.
+"""
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ('moving left', 'moving right', 'moving up', 'moving down',
+           'turning clockwise', 'turning counter-clockwise', 'approaching',
+           'receding')
+
+
+def _polygon(rng):
+    """A random star-like polygon around 0 with one clear tip, so that a
+    turn is visible."""
+    n = rng.integers(3, 6)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(0.35, 0.8, n)
+    radii[0] = 1.0
+    return np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
+
+
+def render_video(label, rng, num_frames=32, height=48, width=64):
+    """Frames (T, H, W, 3) uint8 of one video of class ``label``: a bright
+    shape on a dark, noisy background that moves, turns or changes size in
+    the class's direction at a random speed, from a random start."""
+    import cv2
+    background = rng.uniform(0, 60, 3)
+    color = rng.uniform(150, 255, 3)
+    polygon = _polygon(rng)
+    size = rng.uniform(8, 12)  # radius in pixels
+    speed = rng.uniform(0.8, 1.3)  # pixels per frame
+    turn = np.deg2rad(rng.uniform(4.0, 7.0))  # per frame
+    zoom = rng.uniform(1.8, 2.4)  # size ratio over the video
+    noise = rng.uniform(2, 8)
+    angle0 = rng.uniform(0, 2 * np.pi)
+    extent = np.array([width, height])
+    travel = speed * (num_frames - 1)
+    direction = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}.get(
+        label, (0, 0))
+    direction = np.array(direction, dtype=float)
+    # Start so that the whole path stays inside the frame.
+    margin = size + 1
+    low = margin + np.maximum(-direction * travel, 0)
+    high = extent - margin - np.maximum(direction * travel, 0)
+    start = rng.uniform(low, np.maximum(high, low + 1))
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        progress = t / (num_frames - 1)
+        center = start + direction * speed * t
+        angle, radius = angle0, size
+        if label == 4:  # image y points down: +angle turns clockwise
+            angle = angle0 + turn * t
+        elif label == 5:
+            angle = angle0 - turn * t
+        elif label == 6:  # approaching: grows
+            radius = size / zoom * zoom**progress
+        elif label == 7:  # receding: shrinks
+            radius = size * zoom**(-progress)
+        rot = np.array([[np.cos(angle), -np.sin(angle)],
+                        [np.sin(angle), np.cos(angle)]])
+        points = (polygon @ rot.T) * radius + center
+        frame = np.empty((height, width, 3))
+        frame[:] = background
+        cv2.fillPoly(frame, [np.round(points * 16).astype(np.int32)],
+                     color.tolist(), lineType=cv2.LINE_AA, shift=4)
+        frame += rng.normal(0, noise, frame.shape)
+        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return frames
+
+
+def write_video(path, frames, fps=12):
+    """Encode frames (T, H, W, 3 RGB uint8) as H.264 .mp4 with PyAV."""
+    import av
+    with av.open(str(path), mode='w') as container:
+        stream = container.add_stream('libx264', rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = 'yuv420p'
+        stream.options = {'crf': '18', 'preset': 'veryfast'}
+        for frame in frames:
+            for packet in stream.encode(
+                    av.VideoFrame.from_ndarray(frame, format='rgb24')):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def generate(root, train_per_class=100, val_per_class=16, seed=0, frames=32):
+    """Write the dataset under ``root`` and return the list files."""
+    root = Path(root)
+    lists = {}
+    for split, count, offset in (('train', train_per_class, 0),
+                                 ('val', val_per_class, 1)):
+        folder = root / 'videos' / split
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for label in range(len(CLASSES)):
+            for i in range(count):
+                rng = np.random.default_rng([seed, offset, label, i])
+                name = f'{split}_{label}_{i:04d}.mp4'
+                write_video(folder / name, render_video(label, rng, frames))
+                lines.append(f'videos/{split}/{name} {label}')
+        order = np.random.default_rng([seed, offset]).permutation(len(lines))
+        list_file = root / f'{split}_list_videos.txt'
+        list_file.write_text('\n'.join(lines[i] for i in order) + '\n')
+        lists[split] = list_file
+    (root / 'label_map.txt').write_text('\n'.join(CLASSES) + '\n')
+    return lists
