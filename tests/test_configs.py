@@ -79,3 +79,14 @@ def test_every_config_builds(config):
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         for step in cfg[loader].dataset.pipeline:
             TRANSFORMS.build(step)
+
+
+def test_metafile_parses_and_names_existing_configs():
+    from modelindex.load_model_index import load
+    index = load(str(ROOT / 'configs' / 'metafile.yml'))
+    names = [m.name for m in index.models]
+    assert names == [f'x3d_{a}_k400' for a in ('xs', 's', 'm', 'l', 'xl')]
+    for model in index.models:
+        assert (ROOT / model.config).is_file()
+        arch = model.name.split('_')[1]
+        assert model.metadata.parameters == RECIPE[arch][-1]

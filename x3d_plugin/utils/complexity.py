@@ -60,6 +60,24 @@ def paper_flops(model: nn.Module,
     return counts
 
 
+def stage_flops(counts: Dict[str, int]) -> Dict[str, int]:
+    """Group the per-module counts of :func:`paper_flops` of a recognizer
+    (``backbone.*``, ``cls_head.*``) by stage: stem, layer1..4, head."""
+    stages: Dict[str, int] = {}
+    for name, value in counts.items():
+        if name == 'total':
+            continue
+        parts = name.split('.')
+        if parts[0] == 'backbone':
+            key = parts[1]
+        elif parts[0] == 'cls_head':
+            key = 'head'
+        else:
+            key = parts[0]
+        stages[key] = stages.get(key, 0) + value
+    return stages
+
+
 def _to_meta(model: nn.Module) -> nn.Module:
     import copy
     clone = copy.deepcopy(model)

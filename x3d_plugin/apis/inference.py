@@ -1,0 +1,210 @@
+"""Recognise the action in a video with an X3D config and checkpoint.
+
+``predict_video`` runs the config's test views (clips x crops) and averages
+them as testing does; ``predict_timeline`` slides one clip-long window over
+the video. MMAction2's ``init_recognizer`` / ``inference_recognizer`` work
+with the plugin's configs as well; ``init_recognizer`` here adds a strict
+checkpoint check.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.registry import init_default_scope
+from torch import nn
+
+from x3d_plugin.compat import load_local_checkpoint
+from x3d_plugin.utils.state_dict import load_state_dict_checked
+
+
+class InferenceError(ValueError):
+    """A video, checkpoint or label map that inference cannot use."""
+
+
+def init_recognizer(config: Union[str, Config],
+                    checkpoint: Optional[str] = None,
+                    device: str = 'cpu') -> nn.Module:
+    """Build the recognizer of ``config`` and load ``checkpoint`` strictly
+    (every tensor must fit, else an error lists what does not)."""
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    init_default_scope(cfg.get('default_scope', 'mmaction'))
+    from mmaction.registry import MODELS
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone.pop('init_cfg', None)
+    model = MODELS.build(model_cfg)
+    if checkpoint is not None:
+        ckpt = load_local_checkpoint(checkpoint, map_location='cpu')
+        state = ckpt.get('state_dict', ckpt)
+        try:
+            load_state_dict_checked(model, state, source=checkpoint)
+        except ValueError as err:
+            raise InferenceError(str(err)) from err
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
+def read_label_map(path: str, num_classes: int) -> List[str]:
+    """Class names, one a line; their count must be ``num_classes``."""
+    if not osp.isfile(path):
+        raise InferenceError(f'label map {path!r} does not exist')
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if len(names) != num_classes:
+        raise InferenceError(
+            f'label map {path!r} has {len(names)} names but the model has '
+            f'{num_classes} classes')
+    return names
+
+
+def _check_video(video: str) -> None:
+    if not osp.isfile(video):
+        raise InferenceError(f'video {video!r} does not exist')
+    try:
+        import decord
+        reader = decord.VideoReader(video, num_threads=1)
+        if len(reader) == 0:
+            raise InferenceError(f'video {video!r} has no frames')
+    except InferenceError:
+        raise
+    except Exception as err:
+        raise InferenceError(f'video {video!r} cannot be read by decord: '
+                             f'{str(err).splitlines()[0]}') from err
+
+
+def _run(model: nn.Module, pipeline: Compose, results: Dict) -> np.ndarray:
+    data = pipeline(results)
+    batch = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
+    with torch.no_grad():
+        sample = model.test_step(batch)[0]
+    return sample.pred_score.float().cpu().numpy()
+
+
+def _num_classes(model: nn.Module) -> int:
+    return model.cls_head.num_classes
+
+
+def predict_video(model: nn.Module,
+                  video: str,
+                  topk: int = 5,
+                  label_names: Optional[Sequence[str]] = None) -> Dict:
+    """Scores of ``video`` over the config's test views.
+
+    Returns:
+        dict: ``scores`` (per class, averaged as the config's
+        ``average_clips`` says) and ``topk``, a list of
+        ``{'index', 'label', 'score'}`` best first.
+    """
+    _check_video(video)
+    pipeline = Compose(model.cfg.test_pipeline)
+    scores = _run(model, pipeline,
+                  dict(filename=video, label=-1, start_index=0,
+                       modality='RGB'))
+    return dict(scores=scores, topk=_topk(scores, topk, label_names))
+
+
+def _topk(scores, k, label_names):
+    order = np.argsort(-scores)[:k]
+    return [
+        dict(index=int(i),
+             label=label_names[i] if label_names else str(int(i)),
+             score=float(scores[i])) for i in order
+    ]
+
+
+def predict_timeline(model: nn.Module,
+                     video: str,
+                     stride: Optional[float] = None,
+                     label_names: Optional[Sequence[str]] = None,
+                     progress: bool = True) -> List[Dict]:
+    """Slide a one-clip window over ``video`` and score each position with
+    the config's spatial test views.
+
+    Args:
+        model: From :func:`init_recognizer`.
+        video (str): The video.
+        stride (float, optional): Seconds between window starts; defaults to
+            the window's own length (windows touch, no overlap).
+        label_names: Class names for the output.
+        progress (bool): Show a progress bar.
+
+    Returns:
+        list[dict]: per window ``start``, ``end`` (seconds), ``top1``
+        (index), ``label``, ``score`` and ``scores`` (all classes).
+    """
+    _check_video(video)
+    steps = list(model.cfg.test_pipeline)
+    at = [i for i, s in enumerate(steps)
+          if s['type'].split('.')[-1] in ('SlowFastSampleFrames',
+                                          'SampleFrames')]
+    if len(at) != 1:
+        raise InferenceError('the test pipeline needs exactly one frame '
+                             'sampler for a timeline')
+    sampler = steps[at[0]]
+    opener = Compose(steps[:at[0]])
+    rest = Compose(steps[at[0] + 1:])
+    info = opener(dict(filename=video, label=-1, start_index=0,
+                       modality='RGB'))
+    total, fps = info['total_frames'], info['avg_fps'] or 30.0
+    target_fps = sampler.get('target_fps', 30) or fps
+    span = sampler['clip_len'] * sampler['frame_interval'] / target_fps * fps
+    step = max(1.0, (stride * fps) if stride else span)
+    starts = np.arange(0, max(total - span, 0) + 1e-6, step)
+    bar = None
+    if progress:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(len(starts))
+    windows = []
+    for start in starts:
+        inds = np.clip(
+            np.linspace(start, start + span - 1, sampler['clip_len']), 0,
+            total - 1).astype(np.int64)
+        results = opener(dict(filename=video, label=-1, start_index=0,
+                              modality='RGB'))
+        results.update(frame_inds=inds, clip_len=sampler['clip_len'],
+                       frame_interval=sampler['frame_interval'], num_clips=1)
+        scores = _run(model, rest, results)
+        top = int(scores.argmax())
+        windows.append(
+            dict(start=float(start / fps),
+                 end=float(min(start + span, total) / fps),
+                 top1=top,
+                 label=label_names[top] if label_names else str(top),
+                 score=float(scores[top]),
+                 scores=scores.tolist()))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        print()
+    return windows
+
+
+def plot_timeline(windows: List[Dict], path: str, num_lines: int = 5,
+                  title: str = '') -> None:
+    """Write a PNG of the probabilities over time of the classes that are
+    top-1 most often (at most ``num_lines``)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    if not windows:
+        raise InferenceError('no windows to plot')
+    counts: Dict[int, int] = {}
+    for w in windows:
+        counts[w['top1']] = counts.get(w['top1'], 0) + 1
+    classes = sorted(counts, key=lambda c: -counts[c])[:num_lines]
+    centers = [(w['start'] + w['end']) / 2 for w in windows]
+    fig, ax = plt.subplots(figsize=(9, 3.5), dpi=100)
+    for c in classes:
+        label = next(w['label'] for w in windows if w['top1'] == c)
+        ax.plot(centers, [w['scores'][c] for w in windows], marker='o',
+                label=label)
+    ax.set_xlabel('time (s)')
+    ax.set_ylabel('probability')
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc='upper right', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
