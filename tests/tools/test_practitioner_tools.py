@@ -98,10 +98,11 @@ def test_infer_cli_top_k_and_timeline(demo_video, demo_checkpoint, tmp_path):
                     '--out', str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     windows = json.loads(out.read_text())['windows']
-    # 64 frames, windows of 8 frames: starts 0, 8, ..., 56.
-    assert len(windows) == 8
+    # 64 frames at 12 fps, windows of 8 frames every 2nd (16 frames):
+    # starts at frames 0, 16, 32, 48.
+    assert len(windows) == 4
     assert windows[0]['start'] == 0 and windows[1]['start'] == pytest.approx(
-        8 / 12)
+        16 / 12)
     png = tmp_path / 'timeline_timeline.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 

@@ -145,8 +145,9 @@ def main(argv=None):
     dtypes = dict(fp32=torch.float32, bf16=torch.bfloat16,
                   fp16=torch.float16)
     torch.manual_seed(0)
-    print(f'device: {args.device} '
-          f'({torch.cuda.get_device_name() if "cuda" in args.device else f"{torch.get_num_threads()} CPU threads"}), '
+    where = (torch.cuda.get_device_name() if 'cuda' in args.device else
+             f'{torch.get_num_threads()} CPU threads')
+    print(f'device: {args.device} ({where}), '
           f'torch {torch.__version__}, batch {args.batch}, '
           f'{args.rounds} rounds after {args.warmup} warm-up, median')
     rows = []

@@ -62,8 +62,8 @@ class _SkipOrRaise:
         if self.on_error == 'raise':
             raise VideoDecodeError(
                 f'cannot decode video {filename!r} ({reason}). Remove it from '
-                'the annotation list or re-encode it (tools/data/'
-                'reencode_videos.py).') from err
+                'the annotation list, or re-encode it (e.g. with PyAV or '
+                'ffmpeg) so that decord can read it.') from err
         logger.warning('skipping unreadable video %s (%s)', filename, reason)
         log_file = os.environ.get(SKIP_LOG_ENV)
         if log_file:
