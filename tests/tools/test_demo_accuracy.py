@@ -20,15 +20,17 @@ def test_demo_reaches_90_percent(tmp_path):
     data = tmp_path / 'x3d_demo'
     generate(data)
     cfg = tmp_path / 'demo.py'
+    cfg = tmp_path / 'demo.py'
     cfg.write_text(
         f"_base_ = [{str(ROOT / 'configs' / 'x3d_xs_demo.py')!r}]\n"
         f"data_root = {str(data)!r}\n"
-        "for _loader, _split in ((train_dataloader, 'train'),\n"
-        "                        (val_dataloader, 'val'),\n"
-        "                        (test_dataloader, 'val')):\n"
-        "    _loader['dataset']['ann_file'] = "
-        "f'{data_root}/{_split}_list_videos.txt'\n"
-        "    _loader['dataset']['data_prefix'] = dict(video=data_root)\n")
+        "train_dataloader = dict(dataset=dict(\n"
+        "    ann_file=f'{data_root}/train_list_videos.txt',\n"
+        "    data_prefix=dict(video=data_root)))\n"
+        "val_dataloader = dict(dataset=dict(\n"
+        "    ann_file=f'{data_root}/val_list_videos.txt',\n"
+        "    data_prefix=dict(video=data_root)))\n"
+        "test_dataloader = val_dataloader\n")
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     train = subprocess.run([sys.executable, 'tools/train.py', str(cfg),
