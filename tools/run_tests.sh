@@ -5,4 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/tools/setup_env.sh"
 cd "$root"
-exec "${X3D_VENV:-$root/.venv}/bin/python" -m pytest "$@"
+venv=${X3D_VENV:-$root/.venv}
+# Tools started by the tests (torchrun, mim) come from the environment too.
+export PATH="$venv/bin:$PATH"
+exec "$venv/bin/python" -m pytest "$@"

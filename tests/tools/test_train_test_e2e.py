@@ -138,7 +138,7 @@ def test_dist_train_two_cpu_processes_identical_weights(tiny_data, tmp_path):
     work = tmp_path / 'work'
     proc = run(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir',
                 str(work)],
-               env=dict(PORT='29634',
+               env=dict(PORT='29634', PYTHON=sys.executable,
                         PYTHONPATH=f'{ROOT}:{tmp_path}'))
     assert proc.returncode == 0, proc.stderr[-4000:]
     w0 = torch.load(work / 'weights_rank0.pth', weights_only=True)
