@@ -251,7 +251,7 @@ class X3D(BaseModule):
             (the input is converted once; every layer keeps the format).
             The channelwise 3x3x3 convolutions take PyTorch's fast kernels
             only in this format (cuDNN on CUDA; on CPU the train step is
-            about 1.6x faster, see docs/benchmarks.md). The numbers are the
+            about 1.8x faster, see docs/benchmarks.md). The numbers are the
             same either way. Defaults to True.
         zero_init_residual (bool): Initialise the last BN of each block to
             zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).
