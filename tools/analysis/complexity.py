@@ -39,19 +39,9 @@ INPUT = {'xs': (4, 160), 's': (13, 160), 'm': (16, 224), 'l': (16, 312),
 def build_recognizer(arch, num_classes=400):
     from mmaction.registry import MODELS
     from mmaction.utils import register_all_modules
-    from x3d_plugin.models import X3D
-    from x3d_plugin.models.backbones.x3d import x3d_structure
+    from x3d_plugin.models import x3d_recognizer_cfg
     register_all_modules()
-    _, widths, inner, _ = x3d_structure(X3D.resolve_arch(arch))
-    return MODELS.build(
-        dict(
-            type='Recognizer3D',
-            backbone=dict(type='x3d_plugin.X3D', arch=arch),
-            cls_head=dict(
-                type='x3d_plugin.X3DHead',
-                num_classes=num_classes,
-                in_channels=widths[-1],
-                mid_channels=inner[-1])))
+    return MODELS.build(x3d_recognizer_cfg(arch, num_classes))
 
 
 def from_config(path):

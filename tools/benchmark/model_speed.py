@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import x3d_plugin  # noqa: E402,F401
+from x3d_plugin.models import x3d_recognizer_cfg  # noqa: E402
 from x3d_plugin.utils.convert import convert_state_dict  # noqa: E402
 
 CLIPS = {'xs': (4, 160), 's': (13, 160), 'm': (16, 224), 'l': (16, 312)}
@@ -57,14 +58,7 @@ def build_pair(arch, num_classes=400):
                           num_classes=num_classes),
             data_preprocessor=dict(type='ActionDataPreprocessor')))
     theirs.init_weights()
-    ours = MODELS.build(
-        dict(
-            type='Recognizer3D',
-            backbone=dict(type='x3d_plugin.X3D', arch=arch),
-            cls_head=dict(type='x3d_plugin.X3DHead',
-                          num_classes=num_classes, in_channels=192,
-                          mid_channels=432),
-            data_preprocessor=dict(type='ActionDataPreprocessor')))
+    ours = MODELS.build(x3d_recognizer_cfg(arch, num_classes))
     converted = convert_state_dict(theirs.state_dict(), 'mmaction2')
     ours.load_state_dict(converted['state_dict'], strict=True)
     return theirs, ours
