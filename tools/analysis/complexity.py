@@ -22,7 +22,8 @@ import torch  # noqa: E402
 
 import x3d_plugin  # noqa: E402,F401
 from x3d_plugin.utils.complexity import (count_parameters,  # noqa: E402
-                                         paper_flops, stage_flops)
+                                         paper_flops, stage_flops,
+                                         views_of_test_pipeline)
 
 # X3D paper, Table 3 (params, M) and Table 4 (GFLOPs for one view).
 PAPER = {
@@ -52,22 +53,11 @@ def from_config(path):
     register_all_modules()
     cfg = Config.fromfile(path)
     model = MODELS.build(cfg.model)
-    frames, size, views = None, None, 1
-    for step in cfg.test_pipeline:
-        kind = step['type'].split('.')[-1]
-        if kind in ('SlowFastSampleFrames', 'SampleFrames'):
-            frames = step['clip_len']
-            views *= step.get('num_clips', 1)
-        elif kind == 'ThreeCrop':
-            size, views = step['crop_size'], views * 3
-        elif kind == 'TenCrop':
-            size, views = step['crop_size'], views * 10
-        elif kind == 'CenterCrop':
-            size = step['crop_size']
-    if frames is None or size is None:
+    found = views_of_test_pipeline(cfg.test_pipeline)
+    if found is None:
         raise SystemExit(f'{path}: cannot read clip length and crop size '
                          'from test_pipeline; use --arch and --shape')
-    return model, (1, 3, frames, size, size), views
+    return (model, *found)
 
 
 def mmengine_flops(model, shape):

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from x3d_plugin.apis import InferenceError, init_recognizer  # noqa: E402
+from x3d_plugin.utils.complexity import views_of_test_pipeline  # noqa: E402
 
 
 class ExportableX3D(nn.Module):
@@ -115,17 +116,11 @@ def main(argv=None):
 
 
 def _test_shape(cfg):
-    frames = size = None
-    for step in cfg.test_pipeline:
-        kind = step['type'].split('.')[-1]
-        if kind in ('SlowFastSampleFrames', 'SampleFrames'):
-            frames = step['clip_len']
-        elif kind in ('ThreeCrop', 'CenterCrop', 'TenCrop'):
-            size = step['crop_size']
-    if frames is None or size is None:
+    found = views_of_test_pipeline(cfg.test_pipeline)
+    if found is None:
         raise SystemExit('give --shape: the test pipeline has no clip '
                          'length or crop size')
-    return (1, 3, frames, size, size)
+    return found[0]
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ multiply-add of convolution and linear layers and nothing else. The count
 here runs the model on the ``meta`` device, so even X3D-XL at 16x312² costs
 no arithmetic.
 """
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -58,6 +58,28 @@ def paper_flops(model: nn.Module,
         handle.remove()
     counts['total'] = sum(counts.values())
     return counts
+
+
+_CROP_VIEWS = {'ThreeCrop': 3, 'TenCrop': 10, 'CenterCrop': 1}
+
+
+def views_of_test_pipeline(test_pipeline) -> Optional[Tuple[Tuple[int, ...], int]]:
+    """One test view's input shape ``(1, 3, T, H, W)`` and the number of
+    views per video (clips x crops) that ``test_pipeline`` makes, or None
+    when it has no frame sampler or crop to read them from."""
+    frames = size = None
+    views = 1
+    for step in test_pipeline:
+        kind = step['type'].split('.')[-1]
+        if kind in ('SlowFastSampleFrames', 'SampleFrames'):
+            frames = step['clip_len']
+            views *= step.get('num_clips', 1)
+        elif kind in _CROP_VIEWS:
+            size = step['crop_size']
+            views *= _CROP_VIEWS[kind]
+    if frames is None or size is None:
+        return None
+    return (1, 3, frames, size, size), views
 
 
 def stage_flops(counts: Dict[str, int]) -> Dict[str, int]:
