@@ -7,12 +7,12 @@ _base_ = ['./x3d_m_k400.py']
 
 train_pipeline = [
     # VideoShortEdgeResize(256) at decode time; no scale jitter.
-    dict(type='x3d_plugin.DecordInitAtScale', short_side=256, on_error='skip'),
+    dict(type='x3d_plugin.PyAVInitAtScale', short_side=256, on_error='skip'),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=16,
         frame_interval=5),
-    dict(type='x3d_plugin.RobustDecordDecode', on_error='skip'),
+    dict(type='x3d_plugin.PyAVSparseDecode', on_error='skip'),
     dict(type='RandomCrop', size=224),  # VideoRandomCrop
     dict(type='Flip', flip_ratio=0.5),  # VideoRandomHorizontalFlip
     dict(type='FormatShape', input_format='NCTHW'),  # VideoReOrder
@@ -20,14 +20,14 @@ train_pipeline = [
 ]
 # 10 clips, one centre crop each (VideoCenterCrop).
 test_pipeline = [
-    dict(type='x3d_plugin.DecordInitAtScale', short_side=256),
+    dict(type='x3d_plugin.PyAVInitAtScale', short_side=256),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=16,
         frame_interval=5,
         num_clips=10,
         test_mode=True),
-    dict(type='x3d_plugin.RobustDecordDecode'),
+    dict(type='x3d_plugin.PyAVSparseDecode'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')

@@ -23,7 +23,7 @@ train_crop = 48
 # No horizontal flip: it would turn "moving left" into "moving right".
 train_pipeline = [
     dict(
-        type='x3d_plugin.DecordInitAtScale',
+        type='x3d_plugin.PyAVInitAtScale',
         short_side=train_jitter,
         on_error='skip'),
     dict(
@@ -31,26 +31,26 @@ train_pipeline = [
         clip_len=num_frames,
         frame_interval=sampling_rate,
         target_fps=None),
-    dict(type='x3d_plugin.RobustDecordDecode', on_error='skip'),
+    dict(type='x3d_plugin.PyAVSparseDecode', on_error='skip'),
     dict(type='RandomCrop', size=train_crop),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
 val_pipeline = [
-    dict(type='x3d_plugin.DecordInitAtScale', short_side=train_crop),
+    dict(type='x3d_plugin.PyAVInitAtScale', short_side=train_crop),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=num_frames,
         frame_interval=sampling_rate,
         target_fps=None,
         test_mode=True),
-    dict(type='x3d_plugin.RobustDecordDecode'),
+    dict(type='x3d_plugin.PyAVSparseDecode'),
     dict(type='CenterCrop', crop_size=train_crop),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
 test_pipeline = [
-    dict(type='x3d_plugin.DecordInitAtScale', short_side=train_crop),
+    dict(type='x3d_plugin.PyAVInitAtScale', short_side=train_crop),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=num_frames,
@@ -58,7 +58,7 @@ test_pipeline = [
         num_clips=2,
         target_fps=None,
         test_mode=True),
-    dict(type='x3d_plugin.RobustDecordDecode'),
+    dict(type='x3d_plugin.PyAVSparseDecode'),
     dict(type='ThreeCrop', crop_size=train_crop),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')

@@ -15,14 +15,14 @@ test_size = 182  # DATA.TEST_CROP_SIZE: short side and 3-crop size
 
 train_pipeline = [
     dict(
-        type='x3d_plugin.DecordInitAtScale',
+        type='x3d_plugin.PyAVInitAtScale',
         short_side=train_jitter,
         on_error='skip'),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=num_frames,
         frame_interval=sampling_rate),
-    dict(type='x3d_plugin.RobustDecordDecode', on_error='skip'),
+    dict(type='x3d_plugin.PyAVSparseDecode', on_error='skip'),
     dict(type='RandomCrop', size=train_crop),
     dict(type='Flip', flip_ratio=0.5),
     dict(type='FormatShape', input_format='NCTHW'),
@@ -31,14 +31,14 @@ train_pipeline = [
 # Validation during training is cheaper than testing: 1 clip, 1 centre
 # crop of the training size.
 val_pipeline = [
-    dict(type='x3d_plugin.DecordInitAtScale', short_side=train_jitter[0]),
+    dict(type='x3d_plugin.PyAVInitAtScale', short_side=train_jitter[0]),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=num_frames,
         frame_interval=sampling_rate,
         num_clips=1,
         test_mode=True),
-    dict(type='x3d_plugin.RobustDecordDecode'),
+    dict(type='x3d_plugin.PyAVSparseDecode'),
     dict(type='CenterCrop', crop_size=train_crop),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
@@ -46,14 +46,14 @@ val_pipeline = [
 # Testing: 10 temporal clips x 3 spatial crops (TEST.NUM_ENSEMBLE_VIEWS,
 # TEST.NUM_SPATIAL_CROPS), softmax scores averaged per video.
 test_pipeline = [
-    dict(type='x3d_plugin.DecordInitAtScale', short_side=test_size),
+    dict(type='x3d_plugin.PyAVInitAtScale', short_side=test_size),
     dict(
         type='x3d_plugin.SlowFastSampleFrames',
         clip_len=num_frames,
         frame_interval=sampling_rate,
         num_clips=10,
         test_mode=True),
-    dict(type='x3d_plugin.RobustDecordDecode'),
+    dict(type='x3d_plugin.PyAVSparseDecode'),
     dict(type='ThreeCrop', crop_size=test_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')

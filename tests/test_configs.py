@@ -37,7 +37,7 @@ def test_kinetics_config_numbers(arch):
                         cfg.test_pipeline)
     sampler = by_type(train, 'x3d_plugin.SlowFastSampleFrames')
     assert (sampler['clip_len'], sampler['frame_interval']) == (frames, rate)
-    assert by_type(train, 'x3d_plugin.DecordInitAtScale')[
+    assert by_type(train, 'x3d_plugin.PyAVInitAtScale')[
         'short_side'] == jitter
     assert by_type(train, 'RandomCrop')['size'] == crop
     assert by_type(train, 'Flip')['flip_ratio'] == 0.5
@@ -46,7 +46,7 @@ def test_kinetics_config_numbers(arch):
     test_sampler = by_type(test, 'x3d_plugin.SlowFastSampleFrames')
     assert (test_sampler['clip_len'], test_sampler['frame_interval'],
             test_sampler['num_clips']) == (frames, rate, 10)
-    assert by_type(test, 'x3d_plugin.DecordInitAtScale')[
+    assert by_type(test, 'x3d_plugin.PyAVInitAtScale')[
         'short_side'] == test_size
     assert by_type(test, 'ThreeCrop')['crop_size'] == test_size
     assert cfg.model.cls_head.average_clips == 'prob'

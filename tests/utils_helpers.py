@@ -1,4 +1,5 @@
 """Helpers shared by the tests (not a test module)."""
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -21,3 +22,13 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_var.copy_(
                     torch.rand(m.running_var.shape, generator=gen) + 0.5)
     return model
+
+
+def smooth_frames(num, height, width):
+    t, y, x = np.meshgrid(np.arange(num), np.arange(height),
+                          np.arange(width), indexing='ij')
+    return np.stack([
+        128 + 100 * np.sin(x / 7 + t / 3),
+        128 + 100 * np.cos(y / 9 - t / 4),
+        128 + 90 * np.sin((x + y) / 11 + t / 5)
+    ], -1).astype(np.uint8)

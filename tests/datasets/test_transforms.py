@@ -11,21 +11,14 @@ from mmengine.dataset import Compose
 
 from conftest import ROOT
 from x3d_plugin.datasets.transforms import (DecordInitAtScale,
+                                            PyAVInitAtScale,
+                                            PyAVSparseDecode,
                                             RobustDecordDecode,
                                             SlowFastSampleFrames,
                                             VideoDecodeError)
 from x3d_plugin.datasets.transforms.loading import SKIP_LOG_ENV
+from utils_helpers import smooth_frames
 from x3d_plugin.utils.demo_data import write_video
-
-
-def smooth_frames(num, height, width):
-    t, y, x = np.meshgrid(np.arange(num), np.arange(height),
-                          np.arange(width), indexing='ij')
-    return np.stack([
-        128 + 100 * np.sin(x / 7 + t / 3),
-        128 + 100 * np.cos(y / 9 - t / 4),
-        128 + 90 * np.sin((x + y) / 11 + t / 5)
-    ], -1).astype(np.uint8)
 
 
 @pytest.fixture(scope='module')
@@ -37,11 +30,18 @@ def small_video(tmp_path_factory):
     return str(path)
 
 
-def decode_at_scale(filename, short_side, frame_inds):
-    results = DecordInitAtScale(short_side=short_side)(dict(
-        filename=filename))
+# The two loaders that decode at the target size: (open, decode).
+LOADERS = {
+    'decord': (DecordInitAtScale, RobustDecordDecode),
+    'pyav': (PyAVInitAtScale, PyAVSparseDecode),
+}
+
+
+def decode_at_scale(filename, short_side, frame_inds, loader='decord'):
+    init, decode = LOADERS[loader]
+    results = init(short_side=short_side)(dict(filename=filename))
     results['frame_inds'] = np.asarray(frame_inds)
-    return RobustDecordDecode()(results)
+    return decode()(results)
 
 
 def decode_then_resize(filename, short_side, frame_inds,
@@ -59,9 +59,10 @@ def decode_then_resize(filename, short_side, frame_inds,
     return results
 
 
+@pytest.mark.parametrize('loader', sorted(LOADERS))
 @pytest.mark.parametrize('short_side', [48, 128])
 def test_fast_decode_matches_decode_and_resize(small_video, shared_dir,
-                                               short_side):
+                                               short_side, loader):
     """Same frames as DecordDecode + Resize, up to resampling: decord
     averages like Resize(interpolation='area') when it shrinks (measured:
     1.2-3.4 mean abs difference on 0-255; a neighbouring frame differs by
@@ -69,7 +70,7 @@ def test_fast_decode_matches_decode_and_resize(small_video, shared_dir,
     for filename in (small_video,
                      str(shared_dir / 'data/real_clips/arm_wrestling.mp4')):
         inds = [0, 3, 3, 9, 20]
-        fast = decode_at_scale(filename, short_side, inds)
+        fast = decode_at_scale(filename, short_side, inds, loader)
         stock = decode_then_resize(filename, short_side, inds, 'area')
         assert fast['img_shape'] == stock['img_shape']
         assert min(fast['img_shape']) == short_side
@@ -98,8 +99,9 @@ def test_decord_size_bug_falls_back_to_resizing(tmp_path):
     assert np.abs(a - b).mean() < 3.0
 
 
-def test_jitter_range_is_respected(small_video):
-    transform = DecordInitAtScale(short_side=(40, 46))
+@pytest.mark.parametrize('loader', sorted(LOADERS))
+def test_jitter_range_is_respected(small_video, loader):
+    transform = LOADERS[loader][0](short_side=(40, 46))
     sides = {
         min(transform(dict(filename=small_video))['img_shape'])
         for _ in range(60)
@@ -138,18 +140,22 @@ def write_corrupt(path: Path):
     path.write_bytes(b'\x00\x00\x00\x18ftypmp42' + os.urandom(3000))
 
 
-def test_bad_video_raises_naming_the_file_in_test_mode(tmp_path):
+@pytest.mark.parametrize('loader', sorted(LOADERS))
+def test_bad_video_raises_naming_the_file_in_test_mode(tmp_path, loader):
+    init = LOADERS[loader][0]
     bad = tmp_path / 'broken.mp4'
     write_corrupt(bad)
     with pytest.raises(VideoDecodeError, match='broken.mp4'):
-        DecordInitAtScale(short_side=32)(dict(filename=str(bad)))
+        init(short_side=32)(dict(filename=str(bad)))
     with pytest.raises(VideoDecodeError, match='missing.mp4'):
-        DecordInitAtScale()(dict(filename=str(tmp_path / 'missing.mp4')))
+        init()(dict(filename=str(tmp_path / 'missing.mp4')))
 
 
+@pytest.mark.parametrize('loader', sorted(LOADERS))
 def test_corrupt_video_in_training_is_skipped_and_reported(
-        tmp_path, small_video, monkeypatch):
+        tmp_path, small_video, monkeypatch, loader):
     from x3d_plugin.datasets import CheckedVideoDataset
+    init, decode = LOADERS[loader]
     write_corrupt(tmp_path / 'broken.mp4')
     (tmp_path / 'good.mp4').write_bytes(Path(small_video).read_bytes())
     ann = tmp_path / 'train.txt'
@@ -162,11 +168,11 @@ def test_corrupt_video_in_training_is_skipped_and_reported(
         num_classes=2,
         max_refetch=10,
         pipeline=[
-            dict(type='x3d_plugin.DecordInitAtScale', short_side=32,
+            dict(type=f'x3d_plugin.{init.__name__}', short_side=32,
                  on_error='skip'),
             dict(type='x3d_plugin.SlowFastSampleFrames', clip_len=4,
                  frame_interval=2, target_fps=None),
-            dict(type='x3d_plugin.RobustDecordDecode', on_error='skip'),
+            dict(type=f'x3d_plugin.{decode.__name__}', on_error='skip'),
             dict(type='FormatShape', input_format='NCTHW'),
             dict(type='PackActionInputs'),
         ])

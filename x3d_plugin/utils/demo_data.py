@@ -78,14 +78,16 @@ def render_video(label, rng, num_frames=16, height=48, width=64):
     return frames
 
 
-def write_video(path, frames, fps=12):
-    """Encode frames (T, H, W, 3 RGB uint8) as H.264 .mp4 with PyAV."""
+def write_video(path, frames, fps=12, options=None):
+    """Encode frames (T, H, W, 3 RGB uint8) as H.264 .mp4 with PyAV;
+    ``options`` (libx264's, e.g. ``{'g': '30', 'bf': '3'}``) are added to
+    the defaults."""
     import av
     with av.open(str(path), mode='w') as container:
         stream = container.add_stream('libx264', rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = 'yuv420p'
-        stream.options = {'crf': '18', 'preset': 'veryfast'}
+        stream.options = {'crf': '18', 'preset': 'veryfast', **(options or {})}
         for frame in frames:
             for packet in stream.encode(
                     av.VideoFrame.from_ndarray(frame, format='rgb24')):

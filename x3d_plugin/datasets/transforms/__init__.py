@@ -1,7 +1,9 @@
-from .loading import (DecordInitAtScale, RobustDecordDecode,
-                      SlowFastSampleFrames, VideoDecodeError)
+from .loading import (DecordInitAtScale, PyAVInitAtScale, PyAVSparseDecode,
+                      RobustDecordDecode, SlowFastSampleFrames)
+from .sparse_reader import SparseVideoReader, VideoDecodeError
 
 __all__ = [
-    'DecordInitAtScale', 'RobustDecordDecode', 'SlowFastSampleFrames',
+    'DecordInitAtScale', 'PyAVInitAtScale', 'PyAVSparseDecode',
+    'RobustDecordDecode', 'SlowFastSampleFrames', 'SparseVideoReader',
     'VideoDecodeError'
 ]
