@@ -26,6 +26,11 @@ def parse_args(argv=None):
         '--dump',
         help='write per-video predictions (scores, labels) to this .pkl')
     parser.add_argument(
+        '--fuse-conv-bn',
+        action='store_true',
+        help='fold BN into the convolutions before testing (same scores, '
+        'faster)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -49,6 +54,10 @@ def merge_args(cfg, args):
         evaluators = cfg.test_evaluator
         cfg.test_evaluator = (list(evaluators) if isinstance(
             evaluators, (list, tuple)) else [evaluators]) + [dump]
+    if args.fuse_conv_bn:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='x3d_plugin.FuseConvBNHook')
+        ]
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from utils_helpers import smooth_frames
-from x3d_plugin.datasets.transforms import SparseVideoReader, VideoDecodeError
+from x3d_plugin.datasets.transforms import SparseVideoReader
 from x3d_plugin.utils.demo_data import write_video
 
 

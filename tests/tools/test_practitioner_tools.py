@@ -79,6 +79,16 @@ def test_infer_top_k_equals_recognizer_test_output(demo_video,
     assert sum(result['scores']) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_infer_with_folded_bn_gives_the_same_scores(demo_video,
+                                                    demo_checkpoint):
+    plain = predict_video(init_recognizer(DEMO, demo_checkpoint), demo_video)
+    model = init_recognizer(DEMO, demo_checkpoint, fuse_conv_bn=True)
+    assert model.conv_bn_fused > 0
+    fused = predict_video(model, demo_video)
+    np.testing.assert_allclose(fused['scores'], plain['scores'], rtol=1e-4,
+                               atol=1e-6)
+
+
 def test_infer_cli_top_k_and_timeline(demo_video, demo_checkpoint, tmp_path):
     out = tmp_path / 'result.json'
     label_map = tmp_path / 'demo_labels.txt'

@@ -105,6 +105,21 @@ def test_train_resume_test_dump(tiny_data, tmp_path):
         assert float(scores.sum()) == pytest.approx(1.0, abs=1e-5)
         assert (scores >= 0).all()
 
+    # BN folded into the convolutions: the same scores.
+    fused_dump = tmp_path / 'scores_fused.pkl'
+    proc = run([sys.executable, 'tools/test.py', str(cfg),
+                str(work / 'epoch_2.pth'), '--work-dir', str(work),
+                '--dump', str(fused_dump), '--fuse-conv-bn'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'folded 84 BN layers into convolutions' in proc.stdout + \
+        proc.stderr
+    with open(fused_dump, 'rb') as f:
+        fused = pickle.load(f)
+    for a, b in zip(results, fused):
+        torch.testing.assert_close(
+            torch.as_tensor(b['pred_score']),
+            torch.as_tensor(a['pred_score']), rtol=1e-4, atol=1e-5)
+
 
 def test_dist_train_two_cpu_processes_identical_weights(tiny_data, tmp_path):
     hook = tmp_path / 'save_rank_weights.py'

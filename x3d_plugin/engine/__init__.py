@@ -1,4 +1,6 @@
-from .hooks import PreciseBNHook, SkippedVideosHook
+from .hooks import FuseConvBNHook, PreciseBNHook, SkippedVideosHook
 from .schedulers import WarmupCosineLR
 
-__all__ = ['PreciseBNHook', 'SkippedVideosHook', 'WarmupCosineLR']
+__all__ = [
+    'FuseConvBNHook', 'PreciseBNHook', 'SkippedVideosHook', 'WarmupCosineLR'
+]

@@ -20,6 +20,7 @@ The conv_5 layer that PySlowFast puts in its head belongs to
 :class:`~x3d_plugin.models.heads.X3DHead` here, so the backbone's outputs are
 the stage features that detection or localisation necks consume.
 """
+import functools
 import math
 from contextlib import contextmanager
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -164,6 +165,14 @@ class X3DBlock(nn.Module):
         else:
             self.downsample = None
 
+    def conv_bn_pairs(self):
+        """(conv, BN) pairs that :func:`~x3d_plugin.utils.fuse_conv_bn`
+        can fold."""
+        pairs = [('conv1', 'bn1'), ('conv2', 'bn2'), ('conv3', 'bn3')]
+        if self.downsample is not None:
+            pairs.append(('downsample.0', 'downsample.1'))
+        return pairs
+
     def _residual(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -175,15 +184,18 @@ class X3DBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and self.training and torch.is_grad_enabled():
+            if torch.compiler.is_compiling():
+                # Compiled, the recomputation is part of the backward graph
+                # and the BN statistics are updated once by the forward
+                # graph; no context is needed (nor allowed).
+                return checkpoint.checkpoint(
+                    self._residual, x, use_reentrant=False)
             return checkpoint.checkpoint(
                 self._residual,
                 x,
                 use_reentrant=False,
-                context_fn=self._checkpoint_contexts)
+                context_fn=functools.partial(_checkpoint_contexts, self))
         return self._residual(x)
-
-    def _checkpoint_contexts(self):
-        return _null_context(), self._frozen_norm_stats()
 
     @contextmanager
     def _frozen_norm_stats(self):
@@ -206,6 +218,12 @@ class X3DBlock(nn.Module):
 @contextmanager
 def _null_context():
     yield
+
+
+def _checkpoint_contexts(block: X3DBlock):
+    """(forward, recompute) contexts of a checkpointed block (a function,
+    not a method, so that torch.compile can call it too)."""
+    return _null_context(), block._frozen_norm_stats()
 
 
 @MODELS.register_module()
@@ -420,6 +438,10 @@ class X3D(BaseModule):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
+
+    def conv_bn_pairs(self):
+        """The stem's (conv, BN) pair (blocks name their own)."""
+        return [('stem.conv_t', 'stem.bn')]
 
     def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
         """Stage features of a clip batch ``N x C x T x H x W``."""

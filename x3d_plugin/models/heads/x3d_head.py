@@ -71,6 +71,11 @@ class X3DHead(BaseHead):
             nn.init.normal_(fc.weight, std=self.init_std)
         nn.init.zeros_(self.fc_cls.bias)
 
+    def conv_bn_pairs(self):
+        """(conv, BN) pairs that :func:`~x3d_plugin.utils.fuse_conv_bn`
+        can fold."""
+        return [('conv5', 'bn5')]
+
     def forward(self, x: Union[Tensor, Sequence[Tensor]], **kwargs) -> Tensor:
         """Class scores ``N x num_classes`` of backbone features; with
         several backbone outputs the last (deepest) is used."""
