@@ -6,12 +6,25 @@ after warm-up; the table shows the median over rounds in clips/s and the
 ratio to MMAction2 at its defaults. Outputs are checked to agree (eval,
 fp32, <= 1e-4) before anything is timed.
 
-Example (the table in docs/benchmarks.md)::
+Configurations: MMAction2's model at its defaults and with channels-last
+input and weights; ours at its defaults (channels-last), contiguous, with
+gradient checkpointing (``with_cp``) and with BN folded into the
+convolutions (inference only); with ``--compile`` also ours and
+MMAction2's (channels-last) under ``torch.compile``. ``--precision`` adds
+bf16/fp16 autocast rows. ``--memory-batch N`` adds the peak memory of one
+training step at batch N, each configuration measured in a fresh process
+(CUDA: ``max_memory_allocated``; CPU, Linux: peak resident set during
+the step minus the resident set before it).
 
-    python tools/benchmark/model_speed.py --archs xs m --batch 4 --rounds 5
+Example (the tables in docs/benchmarks.md)::
+
+    python tools/benchmark/model_speed.py --archs xs m --batch 2 \
+        --rounds 3 --precision fp32 bf16 --memory-batch 8
 """
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +38,7 @@ from torch import nn  # noqa: E402
 import x3d_plugin  # noqa: E402,F401
 from x3d_plugin.models import x3d_recognizer_cfg  # noqa: E402
 from x3d_plugin.utils.convert import convert_state_dict  # noqa: E402
+from x3d_plugin.utils.fuse import fuse_conv_bn  # noqa: E402
 
 CLIPS = {'xs': (4, 160), 's': (13, 160), 'm': (16, 224), 'l': (16, 312)}
 DEPTH = {'xs': 2.2, 's': 2.2, 'm': 2.2, 'l': 5.0}
@@ -64,12 +78,16 @@ def build_pair(arch, num_classes=400):
     return theirs, ours
 
 
-def variants(theirs, ours, device):
+BASELINE = 'mmaction2 default'
+INFERENCE_ONLY = ('ours + BN folded', )
+
+
+def variants(theirs, ours, device, compile=False):
     """name -> (model, channels-last input?) for every configuration."""
     import copy
     out = {}
     m = copy.deepcopy(theirs)
-    out['mmaction2 default'] = Net(m.backbone, m.cls_head).to(device)
+    out[BASELINE] = Net(m.backbone, m.cls_head).to(device)
     m = copy.deepcopy(theirs)
     net = Net(m.backbone, m.cls_head, channels_last_input=True).to(device)
     out['mmaction2 + channels-last'] = net.to(
@@ -80,13 +98,27 @@ def variants(theirs, ours, device):
     m = copy.deepcopy(ours)
     m.backbone.channels_last = False
     out['ours contiguous'] = Net(m.backbone, m.cls_head).to(device)
+    m = copy.deepcopy(ours)
+    m.backbone.with_cp = True
+    for module in m.backbone.modules():
+        if hasattr(module, 'with_cp'):
+            module.with_cp = True
+    out['ours + with_cp'] = Net(m.backbone, m.cls_head).to(device)
+    m = copy.deepcopy(ours)
+    out['ours + BN folded'] = fuse_conv_bn(
+        Net(m.backbone, m.cls_head).to(device).eval())
+    if compile:
+        out['mmaction2 + channels-last + compile'] = torch.compile(
+            copy.deepcopy(out['mmaction2 + channels-last']))
+        out['ours + compile'] = torch.compile(
+            copy.deepcopy(out['ours default (channels-last)']))
     return out
 
 
 def check_outputs(models, x):
     with torch.no_grad():
         outs = {n: m.eval()(x) for n, m in models.items()}
-    ref = outs['mmaction2 default']
+    ref = outs[BASELINE]
     for name, out in outs.items():
         diff = (out - ref).abs().max().item()
         if diff > 1e-4:
@@ -125,6 +157,56 @@ def time_inference(model, x, precision, device):
     return time.perf_counter() - start
 
 
+def peak_train_memory(arch, name, batch, device):
+    """Peak memory (MiB) of one fp32 training step of configuration
+    ``name``, measured in this (fresh) process."""
+    frames, size = CLIPS[arch]
+    theirs, ours = build_pair(arch)
+    model = variants(theirs, ours, device)[name].train()
+    del theirs, ours
+    x = torch.randn(batch, 3, frames, size, size, device=device)
+    y = torch.randint(0, 400, (batch, ), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        time_train_step(model, x, y, optimizer, torch.float32, device)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # Linux: writing 5 to clear_refs resets the peak resident set (VmHWM)
+    # to the current one, so building the models does not count.
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    base = _status_kib('VmRSS')
+    time_train_step(model, x, y, optimizer, torch.float32, device)
+    return (_status_kib('VmHWM') - base) / 1024
+
+
+def _status_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'no {field} in /proc/self/status')
+
+
+def memory_column(arch, names, batch, device):
+    """name -> peak MiB, each measured by a child process."""
+    out = {}
+    for name in names:
+        if name in INFERENCE_ONLY or 'compile' in name:
+            continue
+        proc = subprocess.run(
+            [sys.executable, __file__, '--memory-child', arch, name,
+             str(batch), device],
+            capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f'memory run {arch} {name!r} failed:\n'
+                             f'{proc.stderr[-2000:]}')
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--archs', nargs='+', default=['xs', 'm'],
@@ -135,7 +217,16 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--precision', nargs='+', default=['fp32'],
                         choices=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--compile', action='store_true',
+                        help='add torch.compile configurations')
+    parser.add_argument('--memory-batch', type=int, default=0,
+                        help='measure peak training memory at this batch')
+    parser.add_argument('--memory-child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        arch, name, batch, device = args.memory_child
+        print(json.dumps(peak_train_memory(arch, name, int(batch), device)))
+        return None
     dtypes = dict(fp32=torch.float32, bf16=torch.bfloat16,
                   fp16=torch.float16)
     torch.manual_seed(0)
@@ -144,15 +235,17 @@ def main(argv=None):
     print(f'device: {args.device} ({where}), '
           f'torch {torch.__version__}, batch {args.batch}, '
           f'{args.rounds} rounds after {args.warmup} warm-up, median')
-    rows = []
+    rows, memory = [], {}
     for arch in args.archs:
         frames, size = CLIPS[arch]
         theirs, ours = build_pair(arch)
-        models = variants(theirs, ours, args.device)
+        models = variants(theirs, ours, args.device, args.compile)
         x = torch.randn(args.batch, 3, frames, size, size,
                         device=args.device)
         y = torch.randint(0, 400, (args.batch, ), device=args.device)
         diff = check_outputs(models, x)
+        print(f'X3D-{arch.upper()}: outputs agree, max abs diff {diff:.1e}',
+              flush=True)
         for precision in args.precision:
             dtype = dtypes[precision]
             optims = {
@@ -163,28 +256,41 @@ def main(argv=None):
             infer = {n: [] for n in models}
             for r in range(args.warmup + args.rounds):
                 for name, model in models.items():
-                    t = time_train_step(model, x, y, optims[name], dtype,
-                                        args.device)
+                    if name not in INFERENCE_ONLY:
+                        t = time_train_step(model, x, y, optims[name], dtype,
+                                            args.device)
                     i = time_inference(model, x, dtype, args.device)
                     if r >= args.warmup:
-                        train[name].append(t)
+                        if name not in INFERENCE_ONLY:
+                            train[name].append(t)
                         infer[name].append(i)
-            base_t = statistics.median(train['mmaction2 default'])
-            base_i = statistics.median(infer['mmaction2 default'])
+            base_t = statistics.median(train[BASELINE])
+            base_i = statistics.median(infer[BASELINE])
             for name in models:
-                t, i = statistics.median(train[name]), statistics.median(
-                    infer[name])
-                rows.append((f'X3D-{arch.upper()} {frames}x{size}²', name,
-                             precision, args.batch / t, base_t / t,
-                             args.batch / i, base_i / i))
-        print(f'X3D-{arch.upper()}: outputs agree, max abs diff {diff:.1e}')
+                i = statistics.median(infer[name])
+                t = statistics.median(train[name]) if train[name] else None
+                rows.append((arch, f'X3D-{arch.upper()} {frames}x{size}²',
+                             name, precision, t and args.batch / t,
+                             t and base_t / t, args.batch / i, base_i / i))
+        if args.memory_batch:
+            memory[arch] = memory_column(arch, models, args.memory_batch,
+                                         args.device)
+    mem_head = (f' | peak train memory, batch {args.memory_batch} (MiB)'
+                if args.memory_batch else '')
     print()
     print('| model | implementation | precision | train clips/s | train vs '
-          'MMAction2 | inference clips/s | inference vs MMAction2 |')
-    print('| --- | --- | --- | --- | --- | --- | --- |')
-    for model, name, precision, tc, tr, ic, ir in rows:
-        print(f'| {model} | {name} | {precision} | {tc:.2f} | {tr:.2f}x | '
-              f'{ic:.2f} | {ir:.2f}x |')
+          f'MMAction2 | inference clips/s | inference vs MMAction2{mem_head} '
+          '|')
+    print('| --- ' * (8 if args.memory_batch else 7) + '|')
+    for arch, model, name, precision, tc, tr, ic, ir in rows:
+        train_cells = (f'{tc:.2f} | {tr:.2f}x' if tc is not None else
+                       '- | -')
+        mem = ''
+        if args.memory_batch:
+            value = memory[arch].get(name) if precision == 'fp32' else None
+            mem = f' | {value:.0f}' if value is not None else ' | -'
+        print(f'| {model} | {name} | {precision} | {train_cells} | '
+              f'{ic:.2f} | {ir:.2f}x{mem} |')
     return rows
 
 
