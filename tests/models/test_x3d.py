@@ -185,6 +185,18 @@ def test_channels_last_input_keeps_memory_format():
             assert feat.is_contiguous(memory_format=torch.channels_last_3d)
         torch.testing.assert_close(
             head(backbone(x_cl)), head(backbone(x)), atol=1e-5, rtol=1e-5)
+    # The weights are stored channels-last too (torch.compile picks its
+    # kernels by them), and survive loading a contiguous state dict.
+    depthwise = outs.layer1[0].conv2.weight
+    assert depthwise.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not depthwise.is_contiguous()
+    plain = X3D(arch='xs', channels_last=False)
+    assert plain.layer1[0].conv2.weight.is_contiguous()
+    torch.testing.assert_close(plain.layer1[0].conv2.weight,
+                               plain.layer1[0].conv2.weight.contiguous())
+    outs.load_state_dict(plain.state_dict())
+    assert outs.layer1[0].conv2.weight.is_contiguous(
+        memory_format=torch.channels_last_3d)
 
 
 def test_swish_saves_only_its_input():

@@ -97,6 +97,7 @@ def variants(theirs, ours, device, compile=False):
                                               m.cls_head).to(device)
     m = copy.deepcopy(ours)
     m.backbone.channels_last = False
+    m.backbone.to(memory_format=torch.contiguous_format)
     out['ours contiguous'] = Net(m.backbone, m.cls_head).to(device)
     m = copy.deepcopy(ours)
     m.backbone.with_cp = True
@@ -145,16 +146,19 @@ def time_train_step(model, x, y, optimizer, precision, device):
     return time.perf_counter() - start
 
 
-def time_inference(model, x, precision, device):
+def time_inference(model, x, precision, device, repeats=3):
+    """Seconds per forward pass, averaged over ``repeats`` passes (one pass
+    of a small model is too short to time alone)."""
     model.eval()
     sync(device)
     start = time.perf_counter()
     with torch.no_grad(), torch.autocast(
             device.split(':')[0], dtype=precision,
             enabled=precision != torch.float32):
-        model(x)
+        for _ in range(repeats):
+            model(x)
     sync(device)
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / repeats
 
 
 def peak_train_memory(arch, name, batch, device):

@@ -39,6 +39,7 @@ class ExportableX3D(nn.Module):
         # Memory layout is the runtime's business in TorchScript/ONNX, and
         # the ONNX exporter cannot express a memory-format change.
         self.backbone.channels_last = False
+        self.backbone.to(memory_format=torch.contiguous_format)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.cls_head(self.backbone(clips))

@@ -266,7 +266,9 @@ class X3D(BaseModule):
             costs a second forward; outputs, gradients and BN statistics are
             the same as without. Defaults to False.
         channels_last (bool): Run in the channels-last-3d memory format
-            (the input is converted once; every layer keeps the format).
+            (the input is converted once; every layer keeps the format;
+            the convolution weights are stored in it too, which
+            ``torch.compile`` needs to pick the fast kernels).
             The channelwise 3x3x3 convolutions take PyTorch's fast kernels
             only in this format (cuDNN on CUDA; on CPU the train step is
             about 1.8x faster, see docs/benchmarks.md). The numbers are the
@@ -361,6 +363,8 @@ class X3D(BaseModule):
             self.layer_names.append(name)
             width_in = width
         self.out_channels = self.stage_widths[out_indices[-1]]
+        if channels_last:
+            self.to(memory_format=torch.channels_last_3d)
         self._freeze_stages()
 
     @classmethod
