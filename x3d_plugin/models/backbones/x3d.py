@@ -174,13 +174,15 @@ class X3DBlock(nn.Module):
         return pairs
 
     def _residual(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        # In place where autograd allows it (neither BN nor a convolution
+        # needs its output for backward): fewer full-size tensors.
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
         out = self.bn3(self.conv3(swish(out)))
         identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+        return F.relu(out.add_(identity), inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and self.training and torch.is_grad_enabled():
@@ -451,7 +453,8 @@ class X3D(BaseModule):
         """Stage features of a clip batch ``N x C x T x H x W``."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        x = F.relu(self.stem.bn(self.stem.conv_t(self.stem.conv_xy(x))))
+        x = F.relu(
+            self.stem.bn(self.stem.conv_t(self.stem.conv_xy(x))), inplace=True)
         outs = []
         for i, name in enumerate(self.layer_names[:max(self.out_indices) + 1]):
             x = getattr(self, name)(x)
