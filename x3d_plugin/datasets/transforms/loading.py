@@ -69,6 +69,16 @@ class _SkipOrRaise:
         return None
 
 
+class _DecodeFrames(_SkipOrRaise, BaseTransform):
+    """Shared by the decode transforms: the ``on_error`` argument."""
+
+    def __init__(self, on_error: str = 'raise') -> None:
+        self._check_on_error(on_error)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(on_error={self.on_error!r})'
+
+
 @TRANSFORMS.register_module()
 class DecordInitAtScale(_SkipOrRaise, BaseTransform):
     """Open a video with decord so that it decodes straight to the size the
@@ -157,7 +167,7 @@ class DecordInitAtScale(_SkipOrRaise, BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class RobustDecordDecode(_SkipOrRaise, BaseTransform):
+class RobustDecordDecode(_DecodeFrames):
     """Decode ``frame_inds`` from the reader of :class:`DecordInitAtScale`.
 
     Unlike MMAction2's ``DecordDecode``, a truncated or corrupt stream does
@@ -170,9 +180,6 @@ class RobustDecordDecode(_SkipOrRaise, BaseTransform):
     Args:
         on_error (str): ``'skip'`` or ``'raise'``. Defaults to ``'raise'``.
     """
-
-    def __init__(self, on_error: str = 'raise') -> None:
-        self._check_on_error(on_error)
 
     def transform(self, results: Dict) -> Optional[Dict]:
         reader = results.pop('video_reader')
@@ -220,9 +227,6 @@ class RobustDecordDecode(_SkipOrRaise, BaseTransform):
             for f in frames
         ])
 
-    def __repr__(self) -> str:
-        return f'{type(self).__name__}(on_error={self.on_error!r})'
-
 
 @TRANSFORMS.register_module()
 class PyAVInitAtScale(DecordInitAtScale):
@@ -263,7 +267,7 @@ class PyAVInitAtScale(DecordInitAtScale):
 
 
 @TRANSFORMS.register_module()
-class PyAVSparseDecode(_SkipOrRaise, BaseTransform):
+class PyAVSparseDecode(_DecodeFrames):
     """Decode ``frame_inds`` at ``img_shape`` from the reader of
     :class:`PyAVInitAtScale`.
 
@@ -277,9 +281,6 @@ class PyAVSparseDecode(_SkipOrRaise, BaseTransform):
         on_error (str): ``'skip'`` or ``'raise'``. Defaults to ``'raise'``.
     """
 
-    def __init__(self, on_error: str = 'raise') -> None:
-        self._check_on_error(on_error)
-
     def transform(self, results: Dict) -> Optional[Dict]:
         reader = results.pop('video_reader')
         try:
@@ -292,9 +293,6 @@ class PyAVSparseDecode(_SkipOrRaise, BaseTransform):
             reader.close()
         results['imgs'] = list(frames)
         return results
-
-    def __repr__(self) -> str:
-        return f'{type(self).__name__}(on_error={self.on_error!r})'
 
 
 @TRANSFORMS.register_module()
