@@ -122,10 +122,28 @@ class DecordInitAtScale(_SkipOrRaise, BaseTransform):
         self.num_threads = num_threads
         self._check_on_error(on_error)
 
-    def _target_short_side(self) -> Optional[int]:
-        if isinstance(self.short_side, tuple):
-            return random.randint(*self.short_side)
-        return self.short_side
+    def _output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The size to decode to: the file's, or with the short side at
+        ``short_side`` (drawn from the range when it is one)."""
+        short_side = self.short_side
+        if isinstance(short_side, tuple):
+            short_side = random.randint(*short_side)
+        if short_side is None:
+            return height, width
+        return scaled_size(height, width, short_side)
+
+    @staticmethod
+    def _record(results: Dict, reader, total: int, fps: float,
+                shape: Tuple[int, int], out_shape: Tuple[int, int]) -> Dict:
+        (height, width), (out_h, out_w) = shape, out_shape
+        results['video_reader'] = reader
+        results['total_frames'] = total
+        results['avg_fps'] = fps
+        results['original_shape'] = (height, width)
+        results['img_shape'] = (out_h, out_w)
+        results['scale_factor'] = np.array([out_w / width, out_h / height],
+                                           dtype=np.float32)
+        return results
 
     def transform(self, results: Dict) -> Optional[Dict]:
         import decord
@@ -134,32 +152,19 @@ class DecordInitAtScale(_SkipOrRaise, BaseTransform):
             if not osp.isfile(filename):
                 raise FileNotFoundError('no such file')
             height, width = _probe_size(filename)
-            short_side = self._target_short_side()
-            if short_side is None:
-                out_h, out_w = height, width
-                reader = decord.VideoReader(
-                    filename, num_threads=self.num_threads)
-            else:
-                out_h, out_w = scaled_size(height, width, short_side)
-                reader = decord.VideoReader(
-                    filename,
-                    num_threads=self.num_threads,
-                    width=out_w,
-                    height=out_h)
+            out_h, out_w = self._output_size(height, width)
+            scale = ({} if (out_h, out_w) == (height, width) else dict(
+                width=out_w, height=out_h))
+            reader = decord.VideoReader(
+                filename, num_threads=self.num_threads, **scale)
             total = len(reader)
             if total == 0:
                 raise VideoDecodeError('the video has no frames')
         except Exception as err:  # decord raises its own error types
             return self._fail(filename, err)
-        results['video_reader'] = reader
         results['decord_num_threads'] = self.num_threads
-        results['total_frames'] = total
-        results['avg_fps'] = reader.get_avg_fps()
-        results['original_shape'] = (height, width)
-        results['img_shape'] = (out_h, out_w)
-        results['scale_factor'] = np.array([out_w / width, out_h / height],
-                                           dtype=np.float32)
-        return results
+        return self._record(results, reader, total, reader.get_avg_fps(),
+                            (height, width), (out_h, out_w))
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(short_side={self.short_side}, '
@@ -252,18 +257,9 @@ class PyAVInitAtScale(DecordInitAtScale):
             reader = SparseVideoReader(filename, num_threads=self.num_threads)
         except Exception as err:  # PyAV raises its own error types
             return self._fail(filename, err)
-        height, width = reader.height, reader.width
-        short_side = self._target_short_side()
-        out_h, out_w = ((height, width) if short_side is None else
-                        scaled_size(height, width, short_side))
-        results['video_reader'] = reader
-        results['total_frames'] = len(reader)
-        results['avg_fps'] = reader.fps
-        results['original_shape'] = (height, width)
-        results['img_shape'] = (out_h, out_w)
-        results['scale_factor'] = np.array([out_w / width, out_h / height],
-                                           dtype=np.float32)
-        return results
+        shape = (reader.height, reader.width)
+        return self._record(results, reader, len(reader), reader.fps, shape,
+                            self._output_size(*shape))
 
 
 @TRANSFORMS.register_module()
