@@ -83,9 +83,10 @@ class SparseVideoReader:
         if self._timed:
             order = sorted(pts)
             self._rank = {t: i for i, t in enumerate(order)}
-            self._key_positions = [
-                j for j, p in enumerate(self._packets) if p.is_keyframe
-            ]
+            # (decode-order position, frame index) of every keyframe.
+            self._keys = [(j, self._rank[p.pts])
+                          for j, p in enumerate(self._packets)
+                          if p.is_keyframe]
         self.decoded_frames = 0  # frames the decoder produced (for tests)
 
     def __len__(self) -> int:
@@ -151,6 +152,9 @@ class SparseVideoReader:
         want = set(wanted)
         got: Dict[int, np.ndarray] = {}
         shown = -1  # rank of the last frame the decoder put out
+        # Where decoding of the next needed frame starts, worked out again
+        # only when a needed frame has come out (``done``: how many had).
+        done, nxt = 0, -1
 
         def take(frames) -> None:
             nonlocal shown
@@ -168,9 +172,11 @@ class SparseVideoReader:
         try:
             while j < len(packets) and len(got) < len(want):
                 packet = packets[j]
+                if len(got) != done:  # a needed frame came out
+                    done = len(got)
+                    nxt = self._start_packet(min(want - got.keys()))
                 # The next needed frame is behind a keyframe further on (so
                 # every earlier needed frame is out): jump to that keyframe.
-                nxt = self._start_packet(min(want - got.keys()))
                 if nxt > j:
                     take(codec.decode(None))
                     codec, shown, j = self._codec(), -1, nxt
@@ -193,8 +199,8 @@ class SparseVideoReader:
         """Decode-order position of the last keyframe shown no later than
         frame ``index``."""
         best = 0
-        for j in self._key_positions:
-            if self._rank[self._packets[j].pts] <= index:
+        for j, shown in self._keys:
+            if shown <= index:
                 best = j
         return best
 
