@@ -24,23 +24,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
 import x3d_plugin  # noqa: E402,F401
 
+from stock import stock_train_pipeline  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / 'shared' / 'data' / 'kinetics_tiny2'
 
-STOCK = [
-    dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=16, frame_interval=5, num_clips=1),
-    dict(type='DecordDecode'),
-    dict(type='RandomRescale', scale_range=(256, 320)),
-    dict(type='RandomCrop', size=224),
-    dict(type='Flip', flip_ratio=0.5),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs'),
-]
+
+def m_config():
+    from mmengine.config import Config
+    return Config.fromfile(str(ROOT / 'configs' / 'x3d_m_k400.py'))
+
+
+def stock():
+    """MMAction2's stock pipeline with the X3D-M recipe."""
+    return stock_train_pipeline(m_config())
 
 
 def ours(loader='pyav', sampler='slowfast'):
@@ -49,20 +51,18 @@ def ours(loader='pyav', sampler='slowfast'):
     place of PySlowFast's sampling with ``sampler='stock'``, which reads
     the same frames as the stock pipeline: 80 frames of the file rather
     than 80 frames at 30 fps)."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'x3d_m_k400.py'))
     swap = {
         'x3d_plugin.PyAVInitAtScale': 'x3d_plugin.DecordInitAtScale',
         'x3d_plugin.PyAVSparseDecode': 'x3d_plugin.RobustDecordDecode'
     }
     steps = []
-    for step in cfg.train_pipeline:
+    for step in m_config().train_pipeline:
         step = dict(step)
         if loader == 'decord':
             step['type'] = swap.get(step['type'], step['type'])
         if (sampler == 'stock'
                 and step['type'] == 'x3d_plugin.SlowFastSampleFrames'):
-            step = dict(STOCK[1])
+            step = dict(stock()[1])
         steps.append(step)
     return steps
 
@@ -166,14 +166,15 @@ def main(argv=None):
     original = read_list(ann_file, data_root)
     reencoded = read_list(
         Path(args.reencoded) / ann_file.name, args.reencoded)
+    stock_steps = stock()
     configs = {
-        'stock MMAction2, original videos': (STOCK, original),
+        'stock MMAction2, original videos': (stock_steps, original),
         'ours, decord at target size, original videos':
         (ours('decord'), original),
         'ours (config default), original videos': (ours(), original),
         'ours, stock SampleFrames, original videos':
         (ours(sampler='stock'), original),
-        'stock MMAction2, re-encoded 320p': (STOCK, reencoded),
+        'stock MMAction2, re-encoded 320p': (stock_steps, reencoded),
         'ours (config default), re-encoded 320p': (ours(), reencoded),
     }
     pipelines = {name: build(steps) for name, (steps, _) in configs.items()}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -40,8 +41,9 @@ from x3d_plugin.models import x3d_recognizer_cfg  # noqa: E402
 from x3d_plugin.utils.convert import convert_state_dict  # noqa: E402
 from x3d_plugin.utils.fuse import fuse_conv_bn  # noqa: E402
 
+from stock import stock_recognizer_cfg  # noqa: E402
+
 CLIPS = {'xs': (4, 160), 's': (13, 160), 'm': (16, 224), 'l': (16, 312)}
-DEPTH = {'xs': 2.2, 's': 2.2, 'm': 2.2, 'l': 5.0}
 
 
 class Net(nn.Module):
@@ -63,14 +65,7 @@ def build_pair(arch, num_classes=400):
     from mmaction.registry import MODELS
     from mmaction.utils import register_all_modules
     register_all_modules()
-    theirs = MODELS.build(
-        dict(
-            type='Recognizer3D',
-            backbone=dict(type='X3D', gamma_w=1, gamma_b=2.25,
-                          gamma_d=DEPTH[arch]),
-            cls_head=dict(type='X3DHead', in_channels=432,
-                          num_classes=num_classes),
-            data_preprocessor=dict(type='ActionDataPreprocessor')))
+    theirs = MODELS.build(stock_recognizer_cfg(arch, num_classes))
     theirs.init_weights()
     ours = MODELS.build(x3d_recognizer_cfg(arch, num_classes))
     converted = convert_state_dict(theirs.state_dict(), 'mmaction2')

@@ -26,30 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stock import (DEPTH, stock_recognizer_cfg,  # noqa: E402
+                   stock_train_pipeline)
 
 DEFAULT_DATA = ROOT.parent / 'shared' / 'data' / 'kinetics_tiny2'
-# frames, sampling rate, jitter, crop, MMAction2 depth factor
-RECIPES = {
-    'xs': (4, 12, (182, 228), 160, 2.2),
-    's': (13, 6, (182, 228), 160, 2.2),
-    'm': (16, 5, (256, 320), 224, 2.2),
-    'l': (16, 5, (356, 446), 312, 5.0),
-}
-
-
-def stock_pipeline(arch):
-    frames, rate, jitter, crop, _ = RECIPES[arch]
-    return [
-        dict(type='DecordInit'),
-        dict(type='SampleFrames', clip_len=frames, frame_interval=rate,
-             num_clips=1),
-        dict(type='DecordDecode'),
-        dict(type='RandomRescale', scale_range=jitter),
-        dict(type='RandomCrop', size=crop),
-        dict(type='Flip', flip_ratio=0.5),
-        dict(type='FormatShape', input_format='NCTHW'),
-        dict(type='PackActionInputs'),
-    ]
 
 
 def build_cfg(kind, arch, data_root, ann_file, args, work_dir):
@@ -57,13 +39,9 @@ def build_cfg(kind, arch, data_root, ann_file, args, work_dir):
     cfg = Config.fromfile(str(ROOT / 'configs' / f'x3d_{arch}_k400.py'))
     if kind == 'stock':
         cfg.model = dict(
-            type='Recognizer3D',
-            backbone=dict(type='X3D', gamma_w=1, gamma_b=2.25,
-                          gamma_d=RECIPES[arch][4]),
-            cls_head=dict(type='X3DHead', in_channels=432, num_classes=2,
-                          average_clips='prob'),
+            stock_recognizer_cfg(arch, 2, average_clips='prob'),
             data_preprocessor=cfg.model.data_preprocessor)
-        pipeline = stock_pipeline(arch)
+        pipeline = stock_train_pipeline(cfg)
         dataset = dict(type='VideoDataset')
     else:
         cfg.model.cls_head.num_classes = 2
@@ -127,7 +105,7 @@ def child(kind, arch, data_root, ann_file, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', default='xs', choices=sorted(RECIPES))
+    parser.add_argument('--arch', default='xs', choices=sorted(DEPTH))
     parser.add_argument('--data-root', default=str(DEFAULT_DATA))
     parser.add_argument('--ann-file', default=None,
                         help='default: DATA_ROOT/train.txt')
