@@ -5,16 +5,19 @@ from mmaction.registry import MODELS, TRANSFORMS
 from mmengine.config import Config
 
 from conftest import ROOT
-from x3d_plugin.utils.complexity import count_parameters
+from x3d_plugin.models import VARIANTS
+from x3d_plugin.models.complexity import count_parameters
+from x3d_plugin.models.variants import resolve_factors, x3d_structure
 
-# frames, rate, jitter, crop, test size, epochs, lr, reference batch,
-# per-GPU batch, params (PySlowFast configs/Kinetics/X3D_*.yaml).
+# epochs, lr, reference batch, per-GPU batch, params (PySlowFast
+# configs/Kinetics/X3D_*.yaml); the clip, crop and jitter come from the
+# variant table.
 RECIPE = {
-    'xs': (4, 12, (182, 228), 160, 182, 300, 0.1, 128, 16, 3_794_322),
-    's': (13, 6, (182, 228), 160, 182, 300, 0.1, 128, 16, 3_794_322),
-    'm': (16, 5, (256, 320), 224, 256, 300, 0.1, 128, 16, 3_794_322),
-    'l': (16, 5, (356, 446), 312, 356, 256, 0.05, 64, 8, 6_153_432),
-    'xl': (16, 5, (356, 446), 312, 356, 256, 0.05, 64, 8, 11_095_904),
+    'xs': (300, 0.1, 128, 16, 3_794_322),
+    's': (300, 0.1, 128, 16, 3_794_322),
+    'm': (300, 0.1, 128, 16, 3_794_322),
+    'l': (256, 0.05, 64, 8, 6_153_432),
+    'xl': (256, 0.05, 64, 8, 11_095_904),
 }
 CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py'))
 
@@ -27,8 +30,11 @@ def by_type(pipeline, type_name):
 
 @pytest.mark.parametrize('arch', sorted(RECIPE))
 def test_kinetics_config_numbers(arch):
-    (frames, rate, jitter, crop, test_size, epochs, lr, ref_batch, batch,
-     params) = RECIPE[arch]
+    epochs, lr, ref_batch, batch, params = RECIPE[arch]
+    variant = VARIANTS[arch]
+    frames, rate = variant.num_frames, variant.sampling_rate
+    jitter, crop = variant.train_jitter, variant.train_crop
+    test_size = variant.test_size
     cfg = Config.fromfile(str(ROOT / 'configs' / f'x3d_{arch}_k400.py'))
     assert cfg.custom_imports == dict(
         imports=['x3d_plugin'], allow_failed_imports=False)
@@ -75,7 +81,13 @@ def test_kinetics_config_numbers(arch):
 def test_every_config_builds(config):
     cfg = Config.fromfile(str(ROOT / 'configs' / config))
     model = MODELS.build(cfg.model)
-    assert count_parameters(model) > 1_000_000
+    structure = x3d_structure(resolve_factors(cfg.model.backbone.arch))
+    assert (model.backbone.stage_widths, model.backbone.inner_widths,
+            model.backbone.stage_blocks) == (structure.stage_widths,
+                                             structure.inner_widths,
+                                             structure.stage_blocks)
+    assert model.cls_head.conv5.in_channels == structure.head_in_channels
+    assert model.cls_head.conv5.out_channels == structure.head_mid_channels
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         for step in cfg[loader].dataset.pipeline:
             TRANSFORMS.build(step)

@@ -33,6 +33,21 @@ def test_import_makes_mmaction_models_importable_quietly():
     assert proc.stderr == ''
 
 
+def test_missing_mmcv_names_both_packages():
+    proc = run_python("""
+        import sys
+        sys.modules['mmcv'] = None  # as if neither mmcv nor mmcv-lite
+        try:
+            import x3d_plugin
+        except ImportError as err:
+            print(type(err).__name__, err)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('MissingMMCVError')
+    assert 'pip install mmcv-lite==2.1.0' in proc.stdout
+    assert 'mim install "mmcv==2.1.0"' in proc.stdout
+
+
 def test_plugin_and_mmaction_x3d_coexist():
     ours = MODELS.build(dict(type='x3d_plugin.X3D', arch='xs'))
     theirs = MODELS.build(dict(type='X3D', gamma_b=2.25, gamma_d=2.2))

@@ -9,15 +9,15 @@ Example::
 """
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from x3d_plugin.compat import load_local_checkpoint  # noqa: E402
-from x3d_plugin.utils.convert import (TABLES, ConversionError,  # noqa: E402
-                                      convert_state_dict, extract_state_dict)
+from x3d_plugin.compat import load_local_checkpoint
+from x3d_plugin.models.checkpoint import extract_state_dict
+from x3d_plugin.models.converters import (FORMATS, ConversionError,
+                                          convert_state_dict)
+from x3d_plugin.models.variants import (UnknownArchError, get_variant,
+                                        variants_with_structure)
 
 
 def parse_args(argv=None):
@@ -28,7 +28,7 @@ def parse_args(argv=None):
         '--from',
         dest='source',
         required=True,
-        choices=sorted(TABLES),
+        choices=sorted(FORMATS),
         help='layout of the source checkpoint')
     parser.add_argument(
         '--config',
@@ -61,10 +61,13 @@ def main(argv=None):
             num_classes=num_classes)
     except (ConversionError, FileNotFoundError, RuntimeError) as err:
         sys.exit(f'error: cannot convert {args.src}: {err}')
-    family = 'xs/s/m' if result['arch'] == 'm' else result['arch']
-    if expected_arch is not None and isinstance(expected_arch, str):
-        if result['arch'] != ('m' if expected_arch in ('xs', 's') else
-                              expected_arch):
+    family = '/'.join(variants_with_structure(result['structure']))
+    if isinstance(expected_arch, str):
+        try:
+            expected = get_variant(expected_arch).structure
+        except UnknownArchError as err:
+            sys.exit(f'error: {args.config}: {err}')
+        if expected != result['structure']:
             sys.exit(f'error: {args.src} is an X3D-{family.upper()} network '
                      f'but {args.config} builds arch={expected_arch!r}')
     torch.save(

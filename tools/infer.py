@@ -16,9 +16,7 @@ import json
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from x3d_plugin.apis import (InferenceError, init_recognizer,  # noqa: E402
+from x3d_plugin.apis import (InferenceError, init_recognizer,
                              plot_timeline, predict_timeline, predict_video,
                              read_label_map)
 

@@ -6,22 +6,18 @@ Examples::
     python tools/train.py configs/x3d_m_k400.py --work-dir work_dirs/m --amp
     bash tools/dist_train.sh configs/x3d_m_k400.py 8
 """
-import argparse
-import os
-import os.path as osp
-import sys
+import x3d_plugin  # noqa: F401  (stack shims before MMEngine runs)
+from mmengine.config import Config
+from mmengine.runner import Runner
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import x3d_plugin  # noqa: E402,F401  (stack shims before MMEngine runs)
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from x3d_plugin.apis.runner_args import (apply_runner_args,
+                                         parse_runner_args, runner_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train an X3D recognizer')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser = runner_parser('Train an X3D recognizer',
+                           'where logs and checkpoints go',
+                           'train_dataloader.batch_size=8')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -49,32 +45,13 @@ def parse_args(argv=None):
         '--deterministic',
         action='store_true',
         help='deterministic cuDNN algorithms')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. train_dataloader.batch_size=8')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_runner_args(parser, argv)
 
 
 def merge_args(cfg, args):
     """Apply the command line to the config."""
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
@@ -97,9 +74,7 @@ def merge_args(cfg, args):
             cfg.get('randomness', {}).get('seed'),
             diff_rank_seed=args.diff_rank_seed,
             deterministic=args.deterministic)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    return cfg
+    return apply_runner_args(cfg, args)
 
 
 def _cuda_available():

@@ -22,6 +22,10 @@ file. Each shim is idempotent and leaves a working upstream alone.
    ``gloo`` and DDP gets ``device_ids=None``; with CUDA nothing changes.
 4. mmcv-lite's ``mmcv.cnn`` warns on import about a compiled op it lacks and
    that no recognizer here uses; that one warning is filtered.
+5. ``mmcv`` is not an install requirement (``mmcv`` and ``mmcv-lite`` both
+   provide it and clash when both are installed); when neither is there,
+   ``import x3d_plugin`` fails with :class:`MissingMMCVError`, which says
+   which to install.
 """
 import contextlib
 import contextvars
@@ -201,11 +205,28 @@ def _silence_mmcv_lite_warning():
         category=UserWarning)
 
 
+class MissingMMCVError(ImportError):
+    """Neither ``mmcv`` nor ``mmcv-lite`` is installed."""
+
+
+def _require_mmcv():
+    try:
+        import mmcv  # noqa: F401
+    except ImportError as err:
+        raise MissingMMCVError(
+            'x3d_plugin needs mmcv (MMAction2 1.2.0 takes 2.0.0rc4 <= mmcv < '
+            '2.2.0) and found none. Install one of them: '
+            '`pip install mmcv-lite==2.1.0` (pure Python, enough for '
+            'recognition) or, for compiled ops (e.g. RoIAlign), '
+            '`mim install "mmcv==2.1.0"`.') from err
+
+
 def apply():
     """Apply every shim once."""
     global _APPLIED
     if _APPLIED:
         return
+    _require_mmcv()
     _silence_mmcv_lite_warning()
     _install_drn_placeholder()
     _patch_checkpoint_loader()

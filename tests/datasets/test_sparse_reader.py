@@ -1,11 +1,14 @@
 """SparseVideoReader: exactly the frames a sequential decode gives, while
 decoding fewer of them."""
+import sys
+
 import numpy as np
 import pytest
 
 from utils_helpers import smooth_frames
-from x3d_plugin.datasets.transforms import SparseVideoReader
-from x3d_plugin.utils.demo_data import write_video
+from x3d_plugin.datasets import MissingPackageError
+from x3d_plugin.datasets.demo_data import write_video
+from x3d_plugin.datasets.transforms import SparseVideoReader, VideoDecodeError
 
 
 def decode_all(filename, size=None):
@@ -97,3 +100,25 @@ def test_clear_errors(tmp_path, long_gop_video):
         reader.get_batch([5, 120])
     with pytest.raises(FileNotFoundError, match='gone.mp4'):
         SparseVideoReader(str(tmp_path / 'gone.mp4'))
+
+
+def test_missing_av_names_the_install_command(long_gop_video, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'av', None)
+    with pytest.raises(MissingPackageError) as info:
+        SparseVideoReader(long_gop_video)
+    assert isinstance(info.value, ImportError)
+    assert "'av'" in str(info.value) and '`pip install av`' in str(info.value)
+
+
+def test_file_without_video_is_a_decode_error(tmp_path):
+    import av
+    audio = tmp_path / 'audio.mp4'
+    with av.open(str(audio), 'w') as container:
+        stream = container.add_stream('aac', rate=8000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format='fltp', layout='mono')
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(VideoDecodeError, match='no video stream'):
+        SparseVideoReader(str(audio))

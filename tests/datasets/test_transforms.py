@@ -1,6 +1,6 @@
 """Video loading transforms: fast decode, PySlowFast sampling, bad videos,
 jitter, and the real clips of shared/data through the X3D pipelines."""
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +10,18 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 
 from conftest import ROOT
+from utils_helpers import smooth_frames
+from x3d_plugin.datasets import MissingPackageError
+from x3d_plugin.datasets.demo_data import write_video
 from x3d_plugin.datasets.transforms import (DecordInitAtScale,
                                             PyAVInitAtScale,
                                             PyAVSparseDecode,
                                             RobustDecordDecode,
                                             SlowFastSampleFrames,
-                                            VideoDecodeError)
+                                            VideoDecodeError,
+                                            clip_frame_indices, clip_span)
 from x3d_plugin.datasets.transforms.loading import SKIP_LOG_ENV
-from utils_helpers import smooth_frames
-from x3d_plugin.utils.demo_data import write_video
+from x3d_plugin.datasets.video_io import first_video_stream
 
 
 @pytest.fixture(scope='module')
@@ -137,7 +140,9 @@ def test_slowfast_sampling_formula():
 
 
 def write_corrupt(path: Path):
-    path.write_bytes(b'\x00\x00\x00\x18ftypmp42' + os.urandom(3000))
+    """An MP4 header followed by noise: no decoder can open it."""
+    noise = np.random.default_rng(0).bytes(3000)
+    path.write_bytes(b'\x00\x00\x00\x18ftypmp42' + noise)
 
 
 @pytest.mark.parametrize('loader', sorted(LOADERS))
@@ -151,20 +156,18 @@ def test_bad_video_raises_naming_the_file_in_test_mode(tmp_path, loader):
         init()(dict(filename=str(tmp_path / 'missing.mp4')))
 
 
-@pytest.mark.parametrize('loader', sorted(LOADERS))
-def test_corrupt_video_in_training_is_skipped_and_reported(
-        tmp_path, small_video, monkeypatch, loader):
+def training_dataset(folder, good_video, loader):
+    """A training dataset (``on_error='skip'``) read with ``loader``: a
+    corrupt video (index 0, label 0) and a good one (index 1, label 1)."""
     from x3d_plugin.datasets import CheckedVideoDataset
     init, decode = LOADERS[loader]
-    write_corrupt(tmp_path / 'broken.mp4')
-    (tmp_path / 'good.mp4').write_bytes(Path(small_video).read_bytes())
-    ann = tmp_path / 'train.txt'
+    write_corrupt(folder / 'broken.mp4')
+    (folder / 'good.mp4').write_bytes(Path(good_video).read_bytes())
+    ann = folder / 'train.txt'
     ann.write_text('broken.mp4 0\ngood.mp4 1\n')
-    log = tmp_path / 'skipped.tsv'
-    monkeypatch.setenv(SKIP_LOG_ENV, str(log))
-    dataset = CheckedVideoDataset(
+    return CheckedVideoDataset(
         ann_file=str(ann),
-        data_prefix=dict(video=str(tmp_path)),
+        data_prefix=dict(video=str(folder)),
         num_classes=2,
         max_refetch=10,
         pipeline=[
@@ -176,11 +179,154 @@ def test_corrupt_video_in_training_is_skipped_and_reported(
             dict(type='FormatShape', input_format='NCTHW'),
             dict(type='PackActionInputs'),
         ])
+
+
+@pytest.mark.parametrize('loader', sorted(LOADERS))
+def test_corrupt_video_in_training_is_skipped_and_reported(
+        tmp_path, small_video, monkeypatch, loader):
+    log = tmp_path / 'skipped.tsv'
+    monkeypatch.setenv(SKIP_LOG_ENV, str(log))
+    dataset = training_dataset(tmp_path, small_video, loader)
     sample = dataset[0]  # the broken one: replaced by the good video
     assert sample['data_samples'].gt_label.item() == 1
     assert sample['inputs'].shape == (1, 3, 4, 32, 43)
     lines = log.read_text().splitlines()
-    assert len(lines) >= 1 and all('broken.mp4' in line for line in lines)
+    assert len(lines) >= 1
+    for line in lines:
+        filename, reason = line.split('\t')
+        assert filename == str(tmp_path / 'broken.mp4')
+        assert reason.startswith('InvalidDataError: ')
+
+
+@pytest.mark.parametrize('loader', sorted(LOADERS))
+@pytest.mark.parametrize('on_error', ['skip', 'raise'])
+def test_missing_av_is_raised_not_skipped(small_video, tmp_path, monkeypatch,
+                                          loader, on_error):
+    """Without PyAV no video can be read: that is the environment's fault,
+    so even training stops, naming the package and the install command."""
+    log = tmp_path / 'skipped.tsv'
+    monkeypatch.setenv(SKIP_LOG_ENV, str(log))
+    monkeypatch.setitem(sys.modules, 'av', None)
+    init = LOADERS[loader][0](short_side=32, on_error=on_error)
+    with pytest.raises(MissingPackageError,
+                       match="'av' is needed.*`pip install av`"):
+        init(dict(filename=small_video))
+    assert not log.exists()
+
+
+@pytest.mark.parametrize('on_error', ['skip', 'raise'])
+def test_missing_decord_is_raised_not_skipped(small_video, monkeypatch,
+                                              on_error):
+    monkeypatch.setitem(sys.modules, 'decord', None)
+    init = DecordInitAtScale(short_side=32, on_error=on_error)
+    with pytest.raises(MissingPackageError, match='`pip install decord`'):
+        init(dict(filename=small_video))
+
+
+def test_missing_package_while_decoding_is_raised(small_video, tmp_path,
+                                                  monkeypatch):
+    """The decode transforms in training mode: a package that fails
+    between opening and decoding is raised too."""
+    results = PyAVInitAtScale(short_side=32)(dict(filename=small_video))
+    results['frame_inds'] = np.array([0, 5])
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, 'av', None)
+        with pytest.raises(MissingPackageError, match='`pip install av`'):
+            PyAVSparseDecode(on_error='skip')(dict(results))
+    # decord's fallback for sizes it cannot scale to needs OpenCV.
+    video = tmp_path / 'small.mp4'
+    write_video(video, smooth_frames(12, 48, 64), fps=10)
+    results = DecordInitAtScale(short_side=54)(dict(filename=str(video)))
+    results['frame_inds'] = np.array([0, 5])
+    monkeypatch.setitem(sys.modules, 'cv2', None)
+    with pytest.raises(MissingPackageError,
+                       match='`pip install opencv-python`'):
+        RobustDecordDecode(on_error='skip')(results)
+
+
+@pytest.mark.parametrize('loader', sorted(LOADERS))
+def test_training_stops_on_a_missing_package_but_skips_a_bad_video(
+        tmp_path, small_video, monkeypatch, loader):
+    """The same training dataset: with PyAV missing, reading the good video
+    is an error (no silent skipping of every video); with PyAV present, the
+    corrupt video is skipped and reported."""
+    log = tmp_path / 'skipped.tsv'
+    monkeypatch.setenv(SKIP_LOG_ENV, str(log))
+    dataset = training_dataset(tmp_path, small_video, loader)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, 'av', None)
+        with pytest.raises(MissingPackageError, match='`pip install av`'):
+            dataset[1]
+    assert not log.exists()
+    assert dataset[0]['data_samples'].gt_label.item() == 1
+    assert log.read_text().startswith(f'{tmp_path / "broken.mp4"}\t')
+
+
+# MMAction2's SampleFrames in test mode, one or several clips; the
+# indices of each clip are clip_frame_indices at that clip's offset.
+SAMPLE_FRAMES_CASES = [
+    (dict(clip_len=4, frame_interval=3), 40, 10.0),
+    (dict(clip_len=5), 30, 25.0),  # frame_interval defaults to 1
+    (dict(clip_len=4, frame_interval=5, target_fps=30), 40, 10.0),
+    (dict(clip_len=4, frame_interval=2, target_fps=15), 50, 60.0),
+    (dict(clip_len=8, frame_interval=4), 20, 30.0),  # wraps around
+    (dict(clip_len=8, frame_interval=4, out_of_bound_opt='repeat_last'), 20,
+     30.0),
+]
+
+
+@pytest.mark.parametrize('num_clips', [1, 3])
+@pytest.mark.parametrize('kwargs, total, fps', SAMPLE_FRAMES_CASES)
+def test_clip_frame_indices_match_sample_frames(kwargs, total, fps,
+                                                num_clips):
+    sampler = TRANSFORMS.build(
+        dict(type='SampleFrames', num_clips=num_clips, test_mode=True,
+             **kwargs))
+    out = sampler(dict(total_frames=total, avg_fps=fps, start_index=0))
+    clips = out['frame_inds'].reshape(num_clips, -1)
+    # SampleFrames._get_test_clips: where its clips start.
+    max_offset = max(total - clip_span(sampler, fps), 0)
+    if num_clips == 1:
+        offsets = [max_offset // 2]
+    elif 'target_fps' in kwargs:
+        offsets = np.arange(num_clips) * np.floor(max_offset /
+                                                  (num_clips - 1))
+    else:
+        offsets = np.round(np.arange(num_clips) * max_offset /
+                           (num_clips - 1))
+    for clip, offset in zip(clips, offsets):
+        np.testing.assert_array_equal(
+            clip_frame_indices(sampler, offset, total, fps), clip)
+
+
+def test_clip_frame_indices_values():
+    # SampleFrames has no frame-rate resampling by default: every 3rd frame.
+    sample = TRANSFORMS.build(dict(type='SampleFrames', clip_len=4,
+                                   frame_interval=3))
+    assert clip_span(sample, 10.0) == 10
+    assert clip_frame_indices(sample, 20, 40, 10.0).tolist() == [
+        20, 23, 26, 29]
+    assert clip_frame_indices(sample, 35, 40, 10.0).tolist() == [
+        35, 38, 1, 4]  # out_of_bound_opt='loop'
+    # SlowFastSampleFrames at 30 fps on a 10 fps file: 4 x 5 frames at 30
+    # fps are 20 / 3 frames of the file.
+    slowfast = SlowFastSampleFrames(4, 5)
+    assert clip_span(slowfast, 10.0) == pytest.approx(20 / 3)
+    assert clip_frame_indices(slowfast, 0, 40, 10.0).tolist() == [0, 1, 3, 5]
+    assert clip_frame_indices(slowfast, 36, 40, 10.0).tolist() == [
+        36, 37, 39, 39]  # clamped
+    # No frame rate known: no resampling.
+    assert clip_span(slowfast, 0) == 20
+
+
+def test_clip_frame_indices_reject_other_samplers():
+    dense = TRANSFORMS.build(dict(type='DenseSampleFrames', clip_len=4))
+    with pytest.raises(TypeError, match='SlowFastSampleFrames or'):
+        clip_span(dense, 30.0)
+    jitter = TRANSFORMS.build(dict(type='SampleFrames', clip_len=4,
+                                   temporal_jitter=True))
+    with pytest.raises(ValueError, match='temporal_jitter'):
+        clip_frame_indices(jitter, 0, 40, 30.0)
 
 
 def pipeline_from(config, name, **overrides):
@@ -206,7 +352,7 @@ def test_real_clips_through_x3d_pipelines(shared_dir, clip):
             candidate = tiny / line.split()[0]
             import av
             with av.open(str(candidate)) as c:
-                s = c.streams.video[0]
+                s = first_video_stream(c)
                 if s.height > s.width:
                     clip_path = candidate
                     break

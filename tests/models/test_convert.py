@@ -10,8 +10,9 @@ from mmengine.runner import load_checkpoint
 
 from conftest import ROOT, import_pytorchvideo_x3d
 from utils_helpers import randomize, x3d_recognizer_cfg
-from x3d_plugin.utils.convert import (ConversionError, convert_state_dict,
-                                      extract_state_dict)
+from x3d_plugin.models.checkpoint import extract_state_dict
+from x3d_plugin.models.converters import ConversionError, convert_state_dict
+from x3d_plugin.models.converters.mmaction2 import mmaction2_recognizer_cfg
 
 SLOWFAST_DIR = 'reference/slowfast_x3d_xs'
 
@@ -60,13 +61,7 @@ def test_pytorchvideo_equivalence(depth_factor, arch):
 
 
 def test_mmaction2_equivalence():
-    cfg_backbone = dict(type='X3D', gamma_w=1, gamma_b=2.25, gamma_d=2.2)
-    ref = MODELS.build(
-        dict(
-            type='Recognizer3D',
-            backbone=cfg_backbone,
-            cls_head=dict(type='X3DHead', in_channels=432, num_classes=9),
-            data_preprocessor=dict(type='ActionDataPreprocessor')))
+    ref = MODELS.build(mmaction2_recognizer_cfg('xs', num_classes=9))
     randomize(ref, seed=2).eval()
     result = convert_state_dict(
         dict(ref.state_dict(), **{}), 'mmaction2')

@@ -9,7 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from utils_helpers import randomize
 from x3d_plugin.engine.hooks import FuseConvBNHook
 from x3d_plugin.models import X3D, X3DHead
-from x3d_plugin.utils import fold_bn, fuse_conv_bn
+from x3d_plugin.models import fold_bn, fuse_conv_bn
 
 
 class Net(nn.Module):

@@ -5,11 +5,12 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from x3d_plugin.models import X3D, X3DHead
-from x3d_plugin.utils.complexity import count_parameters, paper_flops
+from x3d_plugin.models import VARIANTS, X3D, X3DHead
+from x3d_plugin.models.complexity import count_parameters, paper_flops
 
-ARCHS = ['xs', 's', 'm', 'l', 'xl']
-# Paper Table 3 / issue: stage widths, inner widths, blocks.
+ARCHS = list(VARIANTS)
+# Expected values written out independently of the variant table, which
+# they check. Paper Table 3: stage widths, inner widths, blocks.
 STRUCTURE = {
     'xs': ((24, 48, 96, 192), (54, 108, 216, 432), (3, 5, 11, 7)),
     's': ((24, 48, 96, 192), (54, 108, 216, 432), (3, 5, 11, 7)),
@@ -21,9 +22,22 @@ STRUCTURE = {
 # shared reference checkpoint has 3,794,322); XL from the Table 3 widths.
 PARAMS = {'xs': 3_794_322, 's': 3_794_322, 'm': 3_794_322, 'l': 6_153_432,
           'xl': 11_095_904}
-# Paper Table 3/4 GFLOPs and the clip each is measured on (frames, crop).
+# Paper Table 4 GFLOPs and the clip each is measured on (frames, crop).
 GFLOPS = {'xs': (0.60, 4, 160), 's': (1.96, 13, 160), 'm': (4.73, 16, 224),
           'l': (18.37, 16, 312), 'xl': (35.84, 16, 312)}
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_variant_table_holds_the_paper_values(arch):
+    variant = VARIANTS[arch]
+    structure = variant.structure
+    assert (structure.stage_widths, structure.inner_widths,
+            structure.stage_blocks) == STRUCTURE[arch]
+    assert (structure.head_in_channels, structure.head_mid_channels) == (
+        STRUCTURE[arch][0][-1], STRUCTURE[arch][1][-1])
+    assert (variant.paper_gflops, *variant.train_input[:2]) == GFLOPS[arch]
+    assert variant.paper_params_m == pytest.approx(PARAMS[arch] / 1e6,
+                                                   abs=0.01)
 
 
 def build(arch, num_classes=400, **kwargs):
@@ -55,11 +69,12 @@ def test_structure_and_parameter_count(arch):
 
 @pytest.mark.parametrize('arch', ARCHS)
 def test_flops_match_paper(arch):
-    gflops, frames, crop = GFLOPS[arch]
+    variant = VARIANTS[arch]
     backbone, head = build(arch)
     counts = paper_flops(
-        nn.Sequential(backbone, head), (1, 3, frames, crop, crop))
-    assert counts['total'] / 1e9 == pytest.approx(gflops, rel=0.01)
+        nn.Sequential(backbone, head), (1, 3, *variant.train_input))
+    assert counts['total'] / 1e9 == pytest.approx(variant.paper_gflops,
+                                                   rel=0.01)
 
 
 def test_flop_counter_agrees_with_mmengine():

@@ -1,4 +1,8 @@
-"""Annotation checking and the Kinetics list builder."""
+"""The command lines of tools/data: the Kinetics list builder and the
+re-encoder (smaller copies that the annotation lists still reach; failures
+reported; runs resume)."""
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,48 +10,24 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from x3d_plugin.datasets import AnnotationError, CheckedVideoDataset
+from utils_helpers import smooth_frames
+from x3d_plugin.datasets import MissingPackageError
+from x3d_plugin.datasets.demo_data import write_video
+from x3d_plugin.datasets.reencode import describe
 
 
-def make_dataset(ann, prefix, num_classes=3):
-    return CheckedVideoDataset(
-        ann_file=str(ann), data_prefix=dict(video=str(prefix)),
-        num_classes=num_classes, pipeline=[])
-
-
-@pytest.mark.parametrize('line, message', [
-    ('a.mp4 x', "train.txt:2: label 'x' is not an integer"),
-    ('a.mp4 3', 'train.txt:2: label 3 is outside 0..2'),
-    ('gone.mp4 1', "train.txt:2: video '.*gone.mp4' not found"),
-    ('a.mp4', 'train.txt:2: expected "path label"'),
-])
-def test_bad_annotation_line_names_file_and_line(tmp_path, line, message):
-    (tmp_path / 'a.mp4').write_bytes(b'')
-    ann = tmp_path / 'train.txt'
-    ann.write_text(f'a.mp4 0\n{line}\n')
-    with pytest.raises(AnnotationError, match=message):
-        make_dataset(ann, tmp_path)
-
-
-def test_good_annotation_list_loads(tmp_path):
-    (tmp_path / 'a b.mp4').write_bytes(b'')
-    ann = tmp_path / 'train.txt'
-    ann.write_text('a b.mp4 2\n\n')
-    dataset = make_dataset(ann, tmp_path)
-    assert len(dataset) == 1
-    info = dataset.get_data_info(0)
-    assert info['label'] == 2 and info['filename'].endswith('a b.mp4')
-
-
-def test_missing_list_says_where_kinetics_goes(tmp_path):
-    with pytest.raises(AnnotationError,
-                       match='build_file_list.py'):
-        make_dataset(tmp_path / 'nope.txt', tmp_path)
+def load_tool(*parts):
+    path = ROOT.joinpath('tools', 'data', *parts)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_kinetics_list_builder(tmp_path, shared_dir):
     label_map = ROOT / 'configs' / 'label_map_k400.txt'
     classes = label_map.read_text().splitlines()
+    assert len(classes) == 400
     assert (classes[0], classes[6], classes[129]) == (
         'abseiling', 'arm wrestling', 'flipping pancake')
     videos = tmp_path / 'videos_val'
@@ -75,6 +55,103 @@ def test_kinetics_list_builder(tmp_path, shared_dir):
         'bbb_000001_000011.mkv 129']
     assert Path(f'{out}.missing.txt').read_text().split() == [
         'ddd_000005_000015']
-    assert 'ccc_000000_000010.mp4' in Path(f'{out}.unreadable.txt').read_text()
+    unreadable = Path(f'{out}.unreadable.txt').read_text().splitlines()
+    assert len(unreadable) == 1
+    rel, reason = unreadable[0].split('\t')
+    assert rel == 'ccc_000000_000010.mp4'
+    assert reason.startswith('InvalidDataError: ')
     assert '1 clips of the CSV not found' in proc.stdout
     assert '1 clips unreadable' in proc.stdout
+
+
+def test_kinetics_readable_check_raises_a_missing_package(tmp_path,
+                                                          monkeypatch):
+    """Without PyAV every clip would be 'unreadable': the check stops with
+    the install command instead."""
+    tool = load_tool('kinetics', 'build_file_list.py')
+    clip = tmp_path / 'clip.mp4'
+    write_video(clip, smooth_frames(6, 32, 32), fps=10)
+    assert tool.readable(str(clip)) is None
+    assert tool.readable(str(tmp_path / 'gone.mp4')).startswith(
+        'FileNotFoundError: ')
+    monkeypatch.setitem(sys.modules, 'av', None)
+    with pytest.raises(MissingPackageError, match='pip install av'):
+        tool.readable(str(clip))
+
+
+@pytest.fixture
+def video_folder(tmp_path):
+    src = tmp_path / 'src'
+    (src / 'sub').mkdir(parents=True)
+    long_gop = {'g': '40', 'keyint_min': '40', 'sc_threshold': '0'}
+    write_video(src / 'a.mp4', smooth_frames(40, 64, 96), fps=20,
+                options=long_gop)
+    write_video(src / 'sub' / 'b.mkv', smooth_frames(30, 80, 60)[:, :, ::-1],
+                fps=25, options=long_gop)
+    (src / 'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42' +
+                                     os.urandom(2000))
+    ann = tmp_path / 'train.txt'
+    ann.write_text('a.mp4 0\nsub/b.mkv 1\nbroken.mp4 2\n')
+    return src, ann
+
+
+def test_reencode_folder(tmp_path, video_folder, capsys):
+    src, ann = video_folder
+    out = tmp_path / 'out'
+    tool = load_tool('reencode_videos.py')
+    args = [str(src), str(out), '--ann-files', str(ann), '--short-side',
+            '32', '--keyint', '8', '--workers', '2']
+    assert tool.main(args) == 1  # one video failed
+    # The failure is reported, the rest is done and listed.
+    report = (out / 'reencode_failures.tsv').read_text().splitlines()
+    assert len(report) == 1 and report[0].startswith('broken.mp4\t')
+    assert 'FAILED broken.mp4: ' in capsys.readouterr().out
+    assert (out / 'train.txt').read_text() == 'a.mp4 0\nsub/b.mp4 1\n'
+    assert not list(out.rglob('*.part'))
+    assert describe(str(out / 'a.mp4')) == dict(
+        height=32, width=48, frames=40, max_keyframe_gap=8)
+    assert describe(str(out / 'sub/b.mp4')) == dict(
+        height=42, width=32, frames=30, max_keyframe_gap=8)
+    assert describe(str(src / 'a.mp4'))['max_keyframe_gap'] == 40
+
+    # Resume: done videos are kept as they are, the fixed one is done.
+    stamp = os.stat(out / 'a.mp4').st_mtime_ns
+    write_video(src / 'broken.mp4', smooth_frames(12, 48, 64), fps=10)
+    assert tool.main(args) == 0
+    assert os.stat(out / 'a.mp4').st_mtime_ns == stamp
+    assert not (out / 'reencode_failures.tsv').exists()
+    assert (out / 'train.txt').read_text().splitlines() == [
+        'a.mp4 0', 'sub/b.mp4 1', 'broken.mp4 2']
+    assert describe(str(out / 'broken.mp4')) == dict(
+        height=32, width=42, frames=12, max_keyframe_gap=8)
+
+
+def test_reencode_without_av_stops_before_any_work(tmp_path, video_folder,
+                                                   monkeypatch):
+    src, ann = video_folder
+    tool = load_tool('reencode_videos.py')
+    monkeypatch.setitem(sys.modules, 'av', None)
+    with pytest.raises(MissingPackageError, match='pip install av'):
+        tool.main([str(src), str(tmp_path / 'out'), '--workers', '1'])
+    assert not (tmp_path / 'out').exists()
+
+
+def test_bad_arguments_are_named(tmp_path, capsys):
+    tool = load_tool('reencode_videos.py')
+    with pytest.raises(SystemExit) as info:
+        tool.main([str(tmp_path / 'nowhere'), str(tmp_path / 'out')])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'source folder' in err and 'nowhere' in err and (
+        'does not exist' in err)
+    with pytest.raises(SystemExit) as info:
+        tool.main([str(tmp_path), str(tmp_path / 'out'), '--ann-files',
+                   str(tmp_path / 'list.txt')])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'annotation list' in err and 'list.txt' in err and (
+        'does not exist' in err)
+    with pytest.raises(SystemExit) as info:
+        tool.main([str(tmp_path), str(tmp_path / 'out'), '--keyint', '0'])
+    assert info.value.code == 2
+    assert '--keyint and --workers must be >= 1' in capsys.readouterr().err

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from x3d_plugin.utils.demo_data import generate
+from x3d_plugin.datasets.demo_data import generate
 
 pytestmark = pytest.mark.slow
 

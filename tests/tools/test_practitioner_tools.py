@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT
 from x3d_plugin.apis import (InferenceError, init_recognizer,
                              predict_timeline, predict_video, read_label_map)
-from x3d_plugin.utils.demo_data import render_video, write_video
+from x3d_plugin.datasets.demo_data import render_video, write_video
 
 DEMO = str(ROOT / 'configs' / 'x3d_xs_demo.py')
 
@@ -22,7 +22,7 @@ def run_tool(*args):
 
 @pytest.fixture(scope='module')
 def demo_video(tmp_path_factory):
-    """A 64-frame video of class 1 ('moving right') at 12 fps."""
+    """A 64-frame video of class 1 ('moving up-right') at 12 fps."""
     path = tmp_path_factory.mktemp('infer') / 'right.mp4'
     write_video(path, render_video(1, np.random.default_rng(3), 64))
     return str(path)
@@ -39,17 +39,21 @@ def demo_checkpoint(tmp_path_factory):
 
 
 def test_complexity_report_numbers():
-    sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
-    import complexity
+    import importlib.util
+    from x3d_plugin.models import VARIANTS
+    spec = importlib.util.spec_from_file_location(
+        'complexity', ROOT / 'tools' / 'analysis' / 'complexity.py')
+    complexity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(complexity)
     params, flops = complexity.main(
         ['--arch', 'm', '--no-mmengine'])
     assert params == 3_794_322
     assert flops / 1e9 == pytest.approx(4.73, rel=0.01)
     rows = complexity.main(['--all'])
     for arch, params, flops, views, _ in rows:
-        paper_params, paper_gflops = complexity.PAPER[arch]
-        assert params / 1e6 == pytest.approx(paper_params, rel=0.01)
-        assert flops / 1e9 == pytest.approx(paper_gflops, rel=0.01)
+        variant = VARIANTS[arch]
+        assert params / 1e6 == pytest.approx(variant.paper_params_m, rel=0.01)
+        assert flops / 1e9 == pytest.approx(variant.paper_gflops, rel=0.01)
         assert views == 30
 
 
@@ -92,7 +96,7 @@ def test_infer_with_folded_bn_gives_the_same_scores(demo_video,
 def test_infer_cli_top_k_and_timeline(demo_video, demo_checkpoint, tmp_path):
     out = tmp_path / 'result.json'
     label_map = tmp_path / 'demo_labels.txt'
-    from x3d_plugin.utils.demo_data import CLASSES
+    from x3d_plugin.datasets.demo_data import CLASSES
     label_map.write_text('\n'.join(CLASSES) + '\n')
     proc = run_tool('tools/infer.py', demo_video, '--config', DEMO,
                     '--checkpoint', demo_checkpoint, '--label-map',

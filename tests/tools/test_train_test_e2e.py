@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from x3d_plugin.utils.demo_data import generate
+from x3d_plugin.datasets.demo_data import generate
 
 pytestmark = pytest.mark.slow
 

@@ -12,37 +12,15 @@ Examples::
     python tools/analysis/complexity.py --all     # the paper's table beside ours
 """
 import argparse
-import sys
 from pathlib import Path
 
+import torch
+
+from x3d_plugin.models import VARIANTS, build_x3d_recognizer
+from x3d_plugin.models.complexity import (count_parameters, paper_flops,
+                                          stage_flops, views_of_test_pipeline)
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-import x3d_plugin  # noqa: E402,F401
-from x3d_plugin.utils.complexity import (count_parameters,  # noqa: E402
-                                         paper_flops, stage_flops,
-                                         views_of_test_pipeline)
-
-# X3D paper, Table 3 (params, M) and Table 4 (GFLOPs for one view).
-PAPER = {
-    'xs': (3.79, 0.60),
-    's': (3.79, 1.96),
-    'm': (3.79, 4.73),
-    'l': (6.15, 18.37),
-    'xl': (11.1, 35.84),
-}
-INPUT = {'xs': (4, 160), 's': (13, 160), 'm': (16, 224), 'l': (16, 312),
-         'xl': (16, 312)}
-
-
-def build_recognizer(arch, num_classes=400):
-    from mmaction.registry import MODELS
-    from mmaction.utils import register_all_modules
-    from x3d_plugin.models import x3d_recognizer_cfg
-    register_all_modules()
-    return MODELS.build(x3d_recognizer_cfg(arch, num_classes))
 
 
 def from_config(path):
@@ -105,7 +83,7 @@ def report(model, shape, views=1, with_mmengine=True, title=''):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', help='a model config')
-    parser.add_argument('--arch', choices=sorted(PAPER), help='X3D variant')
+    parser.add_argument('--arch', choices=list(VARIANTS), help='X3D variant')
     parser.add_argument('--shape', type=int, nargs=3,
                         metavar=('FRAMES', 'HEIGHT', 'WIDTH'),
                         help='one clip (default: the variant\'s own)')
@@ -117,11 +95,10 @@ def main(argv=None):
     with_mm = not args.no_mmengine
     if args.all:
         rows = []
-        for arch in PAPER:
+        for arch in VARIANTS:
             model, shape, views = from_config(
                 str(ROOT / 'configs' / f'x3d_{arch}_k400.py'))
-            train_shape = (1, 3, INPUT[arch][0], INPUT[arch][1],
-                           INPUT[arch][1])
+            train_shape = (1, 3, *VARIANTS[arch].train_input)
             params, flops = report(model, train_shape, 1, False,
                                    f'X3D-{arch.upper()}')
             rows.append((arch, params, flops, views,
@@ -131,9 +108,11 @@ def main(argv=None):
               'GFLOPs, paper | GFLOPs, ours | test views | GFLOPs x views (test crop) |')
         print('| --- | --- | --- | --- | --- | --- | --- | --- |')
         for arch, params, flops, views, view_flops in rows:
-            t, s = INPUT[arch]
-            print(f'| X3D-{arch.upper()} | {t}x{s}² | {PAPER[arch][0]} | '
-                  f'{params / 1e6:.2f} | {PAPER[arch][1]:.2f} | '
+            variant = VARIANTS[arch]
+            t, s = variant.num_frames, variant.train_crop
+            print(f'| X3D-{arch.upper()} | {t}x{s}² | '
+                  f'{variant.paper_params_m} | {params / 1e6:.2f} | '
+                  f'{variant.paper_gflops:.2f} | '
                   f'{flops / 1e9:.2f} | {views} | '
                   f'{view_flops * views / 1e9:.1f} |')
         return rows
@@ -143,9 +122,8 @@ def main(argv=None):
             shape = (1, 3, *args.shape)
         return report(model, shape, views, with_mm, args.config)
     if args.arch:
-        t, s = INPUT[args.arch]
-        shape = (1, 3, *args.shape) if args.shape else (1, 3, t, s, s)
-        return report(build_recognizer(args.arch), shape, 1, with_mm,
+        shape = (1, 3, *(args.shape or VARIANTS[args.arch].train_input))
+        return report(build_x3d_recognizer(args.arch), shape, 1, with_mm,
                       f'X3D-{args.arch.upper()}')
     parser.error('give a config, --arch or --all')
 

@@ -11,28 +11,21 @@ flip, format, collate).
 
 Example (the tables in docs/benchmarks.md)::
 
-    python tools/benchmark/data_speed.py --rounds 3
+    python tools/benchmark/data_speed.py --data-root DATA --rounds 3
 """
 import argparse
 import collections
 import os.path as osp
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from x3d_plugin.apis.benchmark import describe_machine, stock_train_pipeline
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-import x3d_plugin  # noqa: E402,F401
-
-from stock import stock_train_pipeline  # noqa: E402
-
-DEFAULT_DATA = ROOT.parent / 'shared' / 'data' / 'kinetics_tiny2'
 
 
 def m_config():
@@ -143,7 +136,9 @@ def ensure_reencoded(data_root, ann_file, out_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data-root', default=str(DEFAULT_DATA))
+    parser.add_argument('--data-root', required=True,
+                        help='a folder of videos with a train.txt list, '
+                        'e.g. a Kinetics subset')
     parser.add_argument('--ann-file', default=None,
                         help='list relative to --data-root; default: '
                         'DATA_ROOT/train.txt')
@@ -188,7 +183,8 @@ def main(argv=None):
                 totals[name].append(seconds)
                 steps[name].update(per_step)
     base = statistics.median(totals['stock MMAction2, original videos'])
-    print(f'\n{len(original)} videos of {ann_file}, {args.rounds} rounds '
+    print(f'\n{describe_machine()}')
+    print(f'{len(original)} videos of {ann_file}, {args.rounds} rounds '
           f'(median), 1 worker, 1 decoder thread; re-encoding took '
           f'{reencode_s:.0f} s here (0 if already done)\n')
     print('| pipeline | clips/s per worker | vs stock |')

@@ -27,88 +27,20 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-import x3d_plugin  # noqa: E402,F401
-from x3d_plugin.models import x3d_recognizer_cfg  # noqa: E402
-from x3d_plugin.utils.convert import convert_state_dict  # noqa: E402
-from x3d_plugin.utils.fuse import fuse_conv_bn  # noqa: E402
-
-from stock import stock_recognizer_cfg  # noqa: E402
-
-CLIPS = {'xs': (4, 160), 's': (13, 160), 'm': (16, 224), 'l': (16, 312)}
+from x3d_plugin.apis.benchmark import (BASELINE, INFERENCE_ONLY,
+                                       stock_archs, build_pair,
+                                       describe_machine, model_variants,
+                                       sync, time_train_step)
+from x3d_plugin.models import VARIANTS
 
 
-class Net(nn.Module):
-    """backbone + head as one module."""
-
-    def __init__(self, backbone, head, channels_last_input=False):
-        super().__init__()
-        self.backbone, self.head = backbone, head
-        self.channels_last_input = channels_last_input
-
-    def forward(self, x):
-        if self.channels_last_input:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        return self.head(self.backbone(x))
-
-
-def build_pair(arch, num_classes=400):
-    """MMAction2's X3D and ours with the same (random) weights."""
-    from mmaction.registry import MODELS
-    from mmaction.utils import register_all_modules
-    register_all_modules()
-    theirs = MODELS.build(stock_recognizer_cfg(arch, num_classes))
-    theirs.init_weights()
-    ours = MODELS.build(x3d_recognizer_cfg(arch, num_classes))
-    converted = convert_state_dict(theirs.state_dict(), 'mmaction2')
-    ours.load_state_dict(converted['state_dict'], strict=True)
-    return theirs, ours
-
-
-BASELINE = 'mmaction2 default'
-INFERENCE_ONLY = ('ours + BN folded', )
-
-
-def variants(theirs, ours, device, compile=False):
-    """name -> (model, channels-last input?) for every configuration."""
-    import copy
-    out = {}
-    m = copy.deepcopy(theirs)
-    out[BASELINE] = Net(m.backbone, m.cls_head).to(device)
-    m = copy.deepcopy(theirs)
-    net = Net(m.backbone, m.cls_head, channels_last_input=True).to(device)
-    out['mmaction2 + channels-last'] = net.to(
-        memory_format=torch.channels_last_3d)
-    m = copy.deepcopy(ours)
-    out['ours default (channels-last)'] = Net(m.backbone,
-                                              m.cls_head).to(device)
-    m = copy.deepcopy(ours)
-    m.backbone.channels_last = False
-    m.backbone.to(memory_format=torch.contiguous_format)
-    out['ours contiguous'] = Net(m.backbone, m.cls_head).to(device)
-    m = copy.deepcopy(ours)
-    m.backbone.with_cp = True
-    for module in m.backbone.modules():
-        if hasattr(module, 'with_cp'):
-            module.with_cp = True
-    out['ours + with_cp'] = Net(m.backbone, m.cls_head).to(device)
-    m = copy.deepcopy(ours)
-    out['ours + BN folded'] = fuse_conv_bn(
-        Net(m.backbone, m.cls_head).to(device).eval())
-    if compile:
-        out['mmaction2 + channels-last + compile'] = torch.compile(
-            copy.deepcopy(out['mmaction2 + channels-last']))
-        out['ours + compile'] = torch.compile(
-            copy.deepcopy(out['ours default (channels-last)']))
-    return out
+def clip_of(arch):
+    """(frames, crop) of one training clip of ``arch``."""
+    variant = VARIANTS[arch]
+    return variant.num_frames, variant.train_crop
 
 
 def check_outputs(models, x):
@@ -120,25 +52,6 @@ def check_outputs(models, x):
         if diff > 1e-4:
             raise SystemExit(f'{name} differs from MMAction2 by {diff:.2e}')
     return max((o - ref).abs().max().item() for o in outs.values())
-
-
-def sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def time_train_step(model, x, y, optimizer, precision, device):
-    model.train()
-    sync(device)
-    start = time.perf_counter()
-    with torch.autocast(device.split(':')[0], dtype=precision,
-                        enabled=precision != torch.float32):
-        loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    sync(device)
-    return time.perf_counter() - start
 
 
 def time_inference(model, x, precision, device, repeats=3):
@@ -159,9 +72,9 @@ def time_inference(model, x, precision, device, repeats=3):
 def peak_train_memory(arch, name, batch, device):
     """Peak memory (MiB) of one fp32 training step of configuration
     ``name``, measured in this (fresh) process."""
-    frames, size = CLIPS[arch]
+    frames, size = clip_of(arch)
     theirs, ours = build_pair(arch)
-    model = variants(theirs, ours, device)[name].train()
+    model = model_variants(theirs, ours, device)[name].train()
     del theirs, ours
     x = torch.randn(batch, 3, frames, size, size, device=device)
     y = torch.randint(0, 400, (batch, ), device=device)
@@ -209,7 +122,7 @@ def memory_column(arch, names, batch, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--archs', nargs='+', default=['xs', 'm'],
-                        choices=sorted(CLIPS))
+                        choices=stock_archs())
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
@@ -230,15 +143,14 @@ def main(argv=None):
                   fp16=torch.float16)
     torch.manual_seed(0)
     where = (torch.cuda.get_device_name() if 'cuda' in args.device else
-             f'{torch.get_num_threads()} CPU threads')
-    print(f'device: {args.device} ({where}), '
-          f'torch {torch.__version__}, batch {args.batch}, '
+             describe_machine())
+    print(f'device: {args.device} ({where}); batch {args.batch}, '
           f'{args.rounds} rounds after {args.warmup} warm-up, median')
     rows, memory = [], {}
     for arch in args.archs:
-        frames, size = CLIPS[arch]
+        frames, size = clip_of(arch)
         theirs, ours = build_pair(arch)
-        models = variants(theirs, ours, args.device, args.compile)
+        models = model_variants(theirs, ours, args.device, args.compile)
         x = torch.randn(args.batch, 3, frames, size, size,
                         device=args.device)
         y = torch.randint(0, 400, (args.batch, ), device=args.device)

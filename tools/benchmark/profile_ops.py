@@ -10,16 +10,14 @@ Example (the tables in docs/benchmarks.md)::
     python tools/benchmark/profile_ops.py --arch m --batch 2 --top 8
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from model_speed import (BASELINE, CLIPS, build_pair,  # noqa: E402
-                         time_train_step, variants)
+from x3d_plugin.apis.benchmark import (BASELINE, build_pair,
+                                       describe_machine, model_variants,
+                                       stock_archs, time_train_step)
+from x3d_plugin.models import VARIANTS
 
 
 def profile_step(model, x, y, device, top):
@@ -42,15 +40,17 @@ def profile_step(model, x, y, device, top):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', default='m', choices=sorted(CLIPS))
+    parser.add_argument('--arch', default='m', choices=stock_archs())
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--top', type=int, default=8)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    frames, size = CLIPS[args.arch]
+    frames, size = (VARIANTS[args.arch].num_frames,
+                    VARIANTS[args.arch].train_crop)
     theirs, ours = build_pair(args.arch)
-    models = variants(theirs, ours, args.device)
+    models = model_variants(theirs, ours, args.device)
+    print(describe_machine())
     x = torch.randn(args.batch, 3, frames, size, size, device=args.device)
     y = torch.randint(0, 400, (args.batch, ), device=args.device)
     for name in (BASELINE, 'ours default (channels-last)'):

@@ -11,7 +11,8 @@ iteration and the median time the loop waited for data.
 
 Example (the table in docs/benchmarks.md)::
 
-    python tools/benchmark/train_speed.py --arch xs --batch 4 --workers 2 \\
+    python tools/benchmark/train_speed.py --data-root DATA --arch xs \\
+        --batch 4 --workers 2 \\
         --iters 30 --reencoded work_dirs/bench_reencoded_320
 """
 import argparse
@@ -24,14 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from x3d_plugin.apis.benchmark import (describe_machine, stock_archs,
+                                       stock_train_pipeline)
+from x3d_plugin.models.converters.mmaction2 import mmaction2_recognizer_cfg
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stock import (DEPTH, stock_recognizer_cfg,  # noqa: E402
-                   stock_train_pipeline)
-
-DEFAULT_DATA = ROOT.parent / 'shared' / 'data' / 'kinetics_tiny2'
 
 
 def build_cfg(kind, arch, data_root, ann_file, args, work_dir):
@@ -39,7 +37,7 @@ def build_cfg(kind, arch, data_root, ann_file, args, work_dir):
     cfg = Config.fromfile(str(ROOT / 'configs' / f'x3d_{arch}_k400.py'))
     if kind == 'stock':
         cfg.model = dict(
-            stock_recognizer_cfg(arch, 2, average_clips='prob'),
+            mmaction2_recognizer_cfg(arch, 2, average_clips='prob'),
             data_preprocessor=cfg.model.data_preprocessor)
         pipeline = stock_train_pipeline(cfg)
         dataset = dict(type='VideoDataset')
@@ -105,8 +103,10 @@ def child(kind, arch, data_root, ann_file, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', default='xs', choices=sorted(DEPTH))
-    parser.add_argument('--data-root', default=str(DEFAULT_DATA))
+    parser.add_argument('--arch', default='xs', choices=stock_archs())
+    parser.add_argument('--data-root', required=True,
+                        help='a folder of videos with a train.txt list, '
+                        'e.g. a Kinetics subset')
     parser.add_argument('--ann-file', default=None,
                         help='default: DATA_ROOT/train.txt')
     parser.add_argument('--reencoded', default=None,
@@ -149,7 +149,8 @@ def main(argv=None):
         results[name] = (statistics.median(out['iters'][args.skip:]),
                          statistics.median(out['waits'][args.skip:]))
     base = results[runs[0][0]][0]
-    print(f'\nX3D-{args.arch.upper()}, batch {args.batch}, '
+    print(f'\n{describe_machine()}')
+    print(f'X3D-{args.arch.upper()}, batch {args.batch}, '
           f'{args.workers} data workers, {args.iters} iterations '
           f'(median after {args.skip}), list {osp.basename(ann)}\n')
     print('| run | s/iter | waiting for data, s/iter | speed vs stock |')

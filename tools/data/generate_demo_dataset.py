@@ -1,4 +1,4 @@
-"""Write the embedded demo dataset (see x3d_plugin/utils/demo_data.py):
+"""Write the embedded demo dataset (see x3d_plugin/datasets/demo_data.py):
 eight synthetic motion classes as real H.264 videos with MMAction2 lists.
 
 Usage: ``python tools/data/generate_demo_dataset.py data/x3d_demo``
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from x3d_plugin.utils.demo_data import generate  # noqa: E402
+from x3d_plugin.datasets.demo_data import generate  # noqa: E402
 
 
 def main():

@@ -34,8 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from x3d_plugin.utils.reencode import (VIDEO_EXTENSIONS,  # noqa: E402
-                                       reencode_job, reencoded_name)
+from x3d_plugin.datasets.reencode import (  # noqa: E402
+    VIDEO_EXTENSIONS, reencode_job, reencoded_name)
+from x3d_plugin.datasets.video_io import require  # noqa: E402
 
 FAILURES = 'reencode_failures.tsv'
 
@@ -103,6 +104,7 @@ def find_videos(src_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    require('av')  # before any work: without it every video would fail
     lists = {ann: read_list(ann) for ann in args.ann_files}
     if lists:
         videos = sorted({rel for entries in lists.values()
@@ -142,7 +144,7 @@ def main(argv=None):
             f.write(''.join(f'{rel}\t{err}\n'
                             for rel, err in sorted(failed.items())))
     elif osp.exists(report):
-        os.remove(report)  # an earlier run's failures are now done
+        os.remove(report)  # the failures it lists are now done
     for ann, entries in lists.items():
         out = osp.join(args.out_dir, osp.basename(ann))
         kept = [f'{reencoded_name(rel)} {rest}\n' for rel, rest in entries

@@ -15,17 +15,13 @@ averaging of views stay with the caller. ONNX needs ``pip install onnx
 onnxruntime``.
 """
 import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from x3d_plugin.apis import InferenceError, init_recognizer  # noqa: E402
-from x3d_plugin.utils.complexity import views_of_test_pipeline  # noqa: E402
+from x3d_plugin.apis import InferenceError, init_recognizer
+from x3d_plugin.models.complexity import views_of_test_pipeline
 
 
 class ExportableX3D(nn.Module):

@@ -16,8 +16,9 @@ from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from x3d_plugin.compat import load_local_checkpoint
-from x3d_plugin.utils.state_dict import load_state_dict_checked
+from x3d_plugin.models import fuse_conv_bn as fold_all_bn
+from x3d_plugin.models.checkpoint import (CheckpointMismatchError,
+                                          load_checkpoint_strict)
 
 
 class InferenceError(ValueError):
@@ -31,7 +32,7 @@ def init_recognizer(config: Union[str, Config],
     """Build the recognizer of ``config`` and load ``checkpoint`` strictly
     (every tensor must fit, else an error lists what does not). With
     ``fuse_conv_bn`` the BN layers are folded into the convolutions (same
-    outputs, faster; see :func:`x3d_plugin.utils.fuse_conv_bn`)."""
+    outputs, faster; see :func:`x3d_plugin.models.fuse_conv_bn`)."""
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     init_default_scope(cfg.get('default_scope', 'mmaction'))
     from mmaction.registry import MODELS
@@ -39,17 +40,14 @@ def init_recognizer(config: Union[str, Config],
     model_cfg.backbone.pop('init_cfg', None)
     model = MODELS.build(model_cfg)
     if checkpoint is not None:
-        ckpt = load_local_checkpoint(checkpoint, map_location='cpu')
-        state = ckpt.get('state_dict', ckpt)
         try:
-            load_state_dict_checked(model, state, source=checkpoint)
-        except ValueError as err:
+            load_checkpoint_strict(model, checkpoint)
+        except CheckpointMismatchError as err:
             raise InferenceError(str(err)) from err
     model.cfg = cfg
     model = model.to(device).eval()
     if fuse_conv_bn:
-        from x3d_plugin.utils import fuse_conv_bn as fuse
-        fuse(model)
+        fold_all_bn(model)
     return model
 
 
@@ -67,14 +65,22 @@ def read_label_map(path: str, num_classes: int) -> List[str]:
 
 
 def _check_video(video: str) -> None:
+    """An :class:`InferenceError` if ``video`` is missing or cannot be
+    read; a missing decoder package is raised as it is (a
+    ``MissingPackageError`` naming the install command), as it is not a
+    fault of the video."""
     if not osp.isfile(video):
         raise InferenceError(f'video {video!r} does not exist')
     from x3d_plugin.datasets.transforms import SparseVideoReader
+    from x3d_plugin.datasets.video_io import (error_reason,
+                                              raise_if_environment_error)
     try:
         SparseVideoReader(video).close()
     except Exception as err:
-        raise InferenceError(f'video {video!r} cannot be read: '
-                             f'{str(err).splitlines()[0]}') from err
+        raise_if_environment_error(err)
+        raise InferenceError(f'video {video!r} cannot be read '
+                             f'({error_reason(err)}). Re-encode it with '
+                             'tools/data/reencode_videos.py.') from err
 
 
 def _run(model: nn.Module, pipeline: Compose, results: Dict) -> np.ndarray:
@@ -125,6 +131,11 @@ def predict_timeline(model: nn.Module,
     """Slide a one-clip window over ``video`` and score each position with
     the config's spatial test views.
 
+    A window is one clip of the test pipeline's frame sampler
+    (``x3d_plugin.SlowFastSampleFrames`` or MMAction2's ``SampleFrames``),
+    its frames chosen as that sampler chooses them for a clip starting there
+    (:func:`x3d_plugin.datasets.transforms.clip_frame_indices`).
+
     Args:
         model: From :func:`init_recognizer`.
         video (str): The video.
@@ -138,21 +149,27 @@ def predict_timeline(model: nn.Module,
         (index), ``label``, ``score`` and ``scores`` (all classes).
     """
     _check_video(video)
-    steps = list(model.cfg.test_pipeline)
-    at = [i for i, s in enumerate(steps)
-          if s['type'].split('.')[-1] in ('SlowFastSampleFrames',
-                                          'SampleFrames')]
+    from mmaction.datasets.transforms import SampleFrames
+
+    from x3d_plugin.datasets.transforms import (SlowFastSampleFrames,
+                                                clip_frame_indices, clip_span)
+    steps = Compose(model.cfg.test_pipeline).transforms
+    at = [i for i, step in enumerate(steps)
+          if type(step) in (SlowFastSampleFrames, SampleFrames)]
     if len(at) != 1:
-        raise InferenceError('the test pipeline needs exactly one frame '
-                             'sampler for a timeline')
+        raise InferenceError(
+            'a timeline needs exactly one x3d_plugin.SlowFastSampleFrames or '
+            f'SampleFrames in the test pipeline, found {len(at)}')
     sampler = steps[at[0]]
     opener = Compose(steps[:at[0]])
     rest = Compose(steps[at[0] + 1:])
     info = opener(dict(filename=video, label=-1, start_index=0,
                        modality='RGB'))
-    total, fps = info['total_frames'], info['avg_fps'] or 30.0
-    target_fps = sampler.get('target_fps', 30) or fps
-    span = sampler['clip_len'] * sampler['frame_interval'] / target_fps * fps
+    total, file_fps = info['total_frames'], info.get('avg_fps') or 0.0
+    # Sampling uses the file's rate as the sampler does (0: unknown); the
+    # times in seconds need one, so a file without a rate counts 30 fps.
+    fps = file_fps or 30.0
+    span = clip_span(sampler, file_fps)
     step = max(1.0, (stride * fps) if stride else span)
     starts = np.arange(0, max(total - span, 0) + 1e-6, step)
     bar = None
@@ -161,13 +178,11 @@ def predict_timeline(model: nn.Module,
         bar = ProgressBar(len(starts))
     windows = []
     for start in starts:
-        inds = np.clip(
-            np.linspace(start, start + span - 1, sampler['clip_len']), 0,
-            total - 1).astype(np.int64)
+        inds = clip_frame_indices(sampler, start, total, file_fps)
         results = opener(dict(filename=video, label=-1, start_index=0,
                               modality='RGB'))
-        results.update(frame_inds=inds, clip_len=sampler['clip_len'],
-                       frame_interval=sampler['frame_interval'], num_clips=1)
+        results.update(frame_inds=inds, clip_len=sampler.clip_len,
+                       frame_interval=sampler.frame_interval, num_clips=1)
         scores = _run(model, rest, results)
         top = int(scores.argmax())
         windows.append(

@@ -25,6 +25,12 @@ from multiprocessing import Pool
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from x3d_plugin.datasets.transforms import SparseVideoReader  # noqa: E402
+from x3d_plugin.datasets.video_io import (  # noqa: E402
+    error_reason, raise_if_environment_error, require)
+
 DEFAULT_LABEL_MAP = ROOT / 'configs' / 'label_map_k400.txt'
 EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi')
 
@@ -57,15 +63,16 @@ def find_clip(folder, stem, label):
 
 
 def readable(path):
+    """None if the configs' video reader (PyAV) opens the clip and decodes
+    its middle frame, else the reason why not. A missing package is
+    raised: it is not a fault of the clip."""
     try:
-        import decord
-        reader = decord.VideoReader(path, num_threads=1)
-        if len(reader) == 0:
-            return 'no frames'
-        reader[len(reader) // 2]
+        with SparseVideoReader(path) as reader:
+            reader.get_batch([len(reader) // 2])
         return None
     except Exception as err:  # any decoder error makes the clip unusable
-        return f'{type(err).__name__}: {str(err).splitlines()[0][:200]}'
+        raise_if_environment_error(err)
+        return error_reason(err)
 
 
 def _check(args):
@@ -117,12 +124,14 @@ def main(argv=None):
     parser.add_argument('--label-map', default=str(DEFAULT_LABEL_MAP),
                         help='class names in index order')
     parser.add_argument('--check-readable', action='store_true',
-                        help='open every clip with decord and leave out the '
-                        'ones that fail')
+                        help='decode a frame of every clip with the configs\' '
+                        'reader (PyAV) and leave out the clips that fail')
     parser.add_argument('--workers', type=int, default=4)
     args = parser.parse_args(argv)
     if not osp.isdir(args.video_dir):
         sys.exit(f'error: video folder {args.video_dir!r} does not exist')
+    if args.check_readable:
+        require('av')
     listed, missing, unreadable = build(args.csv, args.video_dir, args.out,
                                         args.label_map, args.check_readable,
                                         args.workers)

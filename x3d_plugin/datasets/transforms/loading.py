@@ -7,10 +7,13 @@ import random
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from mmaction.datasets.transforms import SampleFrames
 from mmcv.transforms import BaseTransform
 
 from x3d_plugin.registry import TRANSFORMS
-from .sparse_reader import SparseVideoReader, VideoDecodeError
+from ..video_io import (VideoDecodeError, error_reason, probe_size,
+                        raise_if_environment_error, require, scaled_size)
+from .sparse_reader import SparseVideoReader
 
 logger = logging.getLogger('x3d_plugin')
 
@@ -19,32 +22,15 @@ logger = logging.getLogger('x3d_plugin')
 SKIP_LOG_ENV = 'X3D_PLUGIN_SKIPPED_VIDEOS'
 
 
-def _probe_size(filename: str) -> Tuple[int, int]:
-    """(height, width) of the first video stream, read from the container
-    header without decoding a frame."""
-    import av
-    with av.open(filename) as container:
-        if not container.streams.video:
-            raise VideoDecodeError('no video stream')
-        stream = container.streams.video[0]
-        if not stream.width or not stream.height:
-            raise VideoDecodeError('video stream has no frame size')
-        return stream.height, stream.width
-
-
-def scaled_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
-    """(height, width) with the short side at ``short_side`` and the aspect
-    ratio kept, rounded as ``mmcv.rescale_size`` (MMAction2's ``Resize``)
-    rounds."""
-    scale = short_side / min(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 class _SkipOrRaise:
     """Shared handling of a bad video: in training (``on_error='skip'``) log
     it, record it for :class:`SkippedVideosHook` and return None, which makes
     MMEngine's dataset draw another sample (``max_refetch`` bounds the
-    retries); otherwise raise an error that names the file."""
+    retries); otherwise raise an error that names the file.
+
+    An error of the environment (a missing decoder package) is raised in
+    both modes: it is not a fact about the video, and skipping would skip
+    every video."""
 
     on_error: str
 
@@ -55,12 +41,13 @@ class _SkipOrRaise:
         self.on_error = on_error
 
     def _fail(self, filename: str, err: Exception) -> None:
-        reason = f'{type(err).__name__}: {err}'.strip().splitlines()[0]
+        raise_if_environment_error(err)
+        reason = error_reason(err)
         if self.on_error == 'raise':
             raise VideoDecodeError(
                 f'cannot decode video {filename!r} ({reason}). Remove it from '
-                'the annotation list, or re-encode it (e.g. with PyAV or '
-                'ffmpeg) so that decord can read it.') from err
+                'the annotation list, or re-encode it with '
+                'tools/data/reencode_videos.py.') from err
         logger.warning('skipping unreadable video %s (%s)', filename, reason)
         log_file = os.environ.get(SKIP_LOG_ENV)
         if log_file:
@@ -79,33 +66,10 @@ class _DecodeFrames(_SkipOrRaise, BaseTransform):
         return f'{type(self).__name__}(on_error={self.on_error!r})'
 
 
-@TRANSFORMS.register_module()
-class DecordInitAtScale(_SkipOrRaise, BaseTransform):
-    """Open a video with decord so that it decodes straight to the size the
-    pipeline needs.
-
-    MMAction2's ``DecordInit`` + ``DecordDecode`` + ``Resize`` /
-    ``RandomRescale`` decode every frame at full resolution, copy it, and
-    then shrink it. Here the decoder itself scales (``VideoReader(width=...,
-    height=...)``), so a 1080p clip never exists at 1080p in memory, and the
-    file is read from disk by decord directly (MMAction2 reads it into a
-    ``BytesIO`` first). The result matches ``DecordDecode`` + ``Resize`` to
-    within resampling differences (decord averages like
-    ``interpolation='area'`` when it shrinks).
-
-    Required keys: ``filename``. Added keys: ``video_reader``,
-    ``total_frames``, ``avg_fps``, ``original_shape`` (of the file),
-    ``scale_factor``.
-
-    Args:
-        short_side (int | tuple[int, int] | None): Target short side, or a
-            ``(min, max)`` range to draw it from uniformly per video (the
-            short-side scale jitter of X3D training). None keeps the size.
-        num_threads (int): Decoder threads. Defaults to 1.
-        on_error (str): ``'skip'`` (training: log, report, draw another
-            sample) or ``'raise'`` (testing: a clear error naming the file).
-            Defaults to ``'raise'``.
-    """
+class _InitAtScale(_SkipOrRaise, BaseTransform):
+    """Shared by the init transforms: the arguments, the output size and the
+    result keys. A subclass opens the file in ``transform`` and hands its
+    reader to :meth:`_record`."""
 
     def __init__(self,
                  short_side: Union[int, Sequence[int], None] = None,
@@ -145,13 +109,39 @@ class DecordInitAtScale(_SkipOrRaise, BaseTransform):
                                            dtype=np.float32)
         return results
 
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(short_side={self.short_side}, '
+                f'num_threads={self.num_threads}, on_error={self.on_error!r})')
+
+
+@TRANSFORMS.register_module()
+class DecordInitAtScale(_InitAtScale):
+    """Open a video with decord so that it decodes straight to the size the
+    pipeline needs.
+
+    MMAction2's ``DecordInit`` + ``DecordDecode`` + ``Resize`` /
+    ``RandomRescale`` decode every frame at full resolution, copy it, and
+    then shrink it. Here the decoder itself scales (``VideoReader(width=...,
+    height=...)``), so a 1080p clip never exists at 1080p in memory, and the
+    file is read from disk by decord directly (MMAction2 reads it into a
+    ``BytesIO`` first). The result matches ``DecordDecode`` + ``Resize`` to
+    within resampling differences (decord averages like
+    ``interpolation='area'`` when it shrinks). The frame size is read from
+    the container header with PyAV, so both ``decord`` and ``av`` are
+    needed; a missing one is an error in both ``on_error`` modes.
+
+    Arguments and keys are those of :class:`PyAVInitAtScale`; the reader in
+    ``video_reader`` is a ``decord.VideoReader``, for
+    :class:`RobustDecordDecode`.
+    """
+
     def transform(self, results: Dict) -> Optional[Dict]:
-        import decord
+        decord = require('decord')
         filename = results['filename']
         try:
             if not osp.isfile(filename):
                 raise FileNotFoundError('no such file')
-            height, width = _probe_size(filename)
+            height, width = probe_size(filename)
             out_h, out_w = self._output_size(height, width)
             scale = ({} if (out_h, out_w) == (height, width) else dict(
                 width=out_w, height=out_h))
@@ -165,10 +155,6 @@ class DecordInitAtScale(_SkipOrRaise, BaseTransform):
         results['decord_num_threads'] = self.num_threads
         return self._record(results, reader, total, reader.get_avg_fps(),
                             (height, width), (out_h, out_w))
-
-    def __repr__(self) -> str:
-        return (f'{type(self).__name__}(short_side={self.short_side}, '
-                f'num_threads={self.num_threads}, on_error={self.on_error!r})')
 
 
 @TRANSFORMS.register_module()
@@ -214,14 +200,14 @@ class RobustDecordDecode(_DecodeFrames):
         if 'from_size == to_size' not in str(err) or target == tuple(
                 results.get('original_shape', ())):
             return None
-        import cv2
-        import decord
+        cv2, decord = require('cv2'), require('decord')
         try:
             reader = decord.VideoReader(
                 results['filename'],
                 num_threads=results.get('decord_num_threads', 1))
             frames = reader.get_batch(indices.tolist()).asnumpy()
-        except Exception:
+        except Exception as retry_err:
+            raise_if_environment_error(retry_err)
             return None
         height, width = target
         # Area averaging when shrinking, as decord's own scaling behaves.
@@ -234,7 +220,7 @@ class RobustDecordDecode(_DecodeFrames):
 
 
 @TRANSFORMS.register_module()
-class PyAVInitAtScale(DecordInitAtScale):
+class PyAVInitAtScale(_InitAtScale):
     """Open a video for :class:`PyAVSparseDecode`: read its packet index
     (no decoding) and choose the output size.
 
@@ -247,8 +233,20 @@ class PyAVInitAtScale(DecordInitAtScale):
     of ``kinetics_tiny2`` this is about 1.8x decord's decoding speed with
     one thread (``docs/benchmarks.md``).
 
-    Arguments and keys are those of :class:`DecordInitAtScale`; the reader
-    goes in ``video_reader``.
+    Required keys: ``filename``. Added keys: ``video_reader`` (a
+    :class:`SparseVideoReader`), ``total_frames``, ``avg_fps``,
+    ``original_shape`` (of the file), ``img_shape`` (to decode to),
+    ``scale_factor``.
+
+    Args:
+        short_side (int | tuple[int, int] | None): Target short side, or a
+            ``(min, max)`` range to draw it from uniformly per video (the
+            short-side scale jitter of X3D training). None keeps the size.
+        num_threads (int): Decoder threads. Defaults to 1.
+        on_error (str): ``'skip'`` (training: log, report, draw another
+            sample) or ``'raise'`` (testing: a clear error naming the file).
+            A missing ``av`` package is an error in both modes. Defaults to
+            ``'raise'``.
     """
 
     def transform(self, results: Dict) -> Optional[Dict]:
@@ -301,7 +299,8 @@ class SlowFastSampleFrames(BaseTransform):
     * fps`` frames of the file. Training draws its start uniformly; testing
     places clip ``i`` of ``num_clips`` at ``delta * i / num_clips``
     (``decoder.get_start_end_idx``); ``clip_len`` indices are spread evenly
-    over the clip (``torch.linspace``) and clamped to the video.
+    over the clip (``torch.linspace``) and clamped to the video (see
+    :func:`clip_frame_indices`).
 
     MMAction2's ``SampleFrames`` differs in test mode (it centres each clip
     in its segment) and in how it resamples to ``target_fps``.
@@ -337,16 +336,12 @@ class SlowFastSampleFrames(BaseTransform):
     def clip_indices(self, total_frames: int, fps: float,
                      clip_idx: Optional[int]) -> np.ndarray:
         """Frame indices of clip ``clip_idx`` (None: a random clip)."""
-        span = self.clip_len * self.frame_interval
-        if self.target_fps and fps > 0:
-            span = span / self.target_fps * fps
-        delta = max(total_frames - span, 0)
+        delta = max(total_frames - clip_span(self, fps), 0)
         if clip_idx is None:
             start = random.uniform(0, delta)
         else:
             start = delta * clip_idx / self.num_clips
-        index = np.linspace(start, start + span - 1, self.clip_len)
-        return np.clip(index, 0, total_frames - 1).astype(np.int64)
+        return clip_frame_indices(self, start, total_frames, fps)
 
     def transform(self, results: Dict) -> Dict:
         total, fps = results['total_frames'], results.get('avg_fps', 0)
@@ -365,3 +360,86 @@ class SlowFastSampleFrames(BaseTransform):
                 f'frame_interval={self.frame_interval}, '
                 f'num_clips={self.num_clips}, target_fps={self.target_fps}, '
                 f'test_mode={self.test_mode})')
+
+
+ClipSampler = Union[SlowFastSampleFrames, SampleFrames]
+
+
+def _check_sampler(sampler: ClipSampler) -> None:
+    # Exact types: MMAction2's subclasses of SampleFrames (e.g.
+    # DenseSampleFrames) place their frames differently.
+    if type(sampler) not in (SlowFastSampleFrames, SampleFrames):
+        raise TypeError('expected x3d_plugin.SlowFastSampleFrames or '
+                        f"MMAction2's SampleFrames, got {sampler!r}")
+    if type(sampler) is SampleFrames and sampler.temporal_jitter:
+        raise ValueError('SampleFrames with temporal_jitter=True draws '
+                         'random frames; a clip for a given start needs '
+                         'temporal_jitter=False')
+
+
+def clip_span(sampler: ClipSampler, fps: float) -> float:
+    """Frames of the file that one clip of ``sampler`` spans, from its
+    first frame to one past its last.
+
+    Args:
+        sampler (SlowFastSampleFrames | SampleFrames): The frame sampler of
+            a pipeline (MMAction2's ``SampleFrames`` with its own defaults:
+            ``frame_interval=1``, ``target_fps=None``).
+        fps (float): The file's frame rate; 0 if unknown (no resampling).
+
+    Returns:
+        float: ``clip_len * frame_interval``, times ``fps / target_fps``
+        when the sampler resamples to ``target_fps``; for ``SampleFrames``
+        without ``target_fps``, ``(clip_len - 1) * frame_interval + 1``.
+    """
+    _check_sampler(sampler)
+    span = sampler.clip_len * sampler.frame_interval
+    if type(sampler) is SlowFastSampleFrames:
+        if sampler.target_fps and fps > 0:
+            span = span / sampler.target_fps * fps
+        return span
+    if sampler.target_fps is None:
+        return (sampler.clip_len - 1) * sampler.frame_interval + 1
+    # SampleFrames._get_ori_clip_len: at least one frame.
+    return max(1.0, span * (fps / sampler.target_fps if fps else 1.0))
+
+
+def clip_frame_indices(sampler: ClipSampler, start: float,
+                       total_frames: int, fps: float) -> np.ndarray:
+    """Frame indices of the clip of ``sampler`` that starts at frame
+    ``start`` of a video of ``total_frames`` frames at ``fps``, as the
+    sampler's own ``transform`` computes them for a clip there.
+
+    * :class:`SlowFastSampleFrames`: ``clip_len`` indices spread evenly
+      over :func:`clip_span` frames from ``start`` (PySlowFast's
+      ``torch.linspace``), clamped to the video.
+    * MMAction2's ``SampleFrames``: ``start`` rounded to a whole frame, then
+      every ``frame_interval``-th frame; with ``target_fps``, ``clip_len``
+      indices spread evenly over its span. Indices past the end wrap
+      around (``out_of_bound_opt='loop'``) or repeat the last frame inside
+      the video (``'repeat_last'``).
+
+    Args:
+        sampler (SlowFastSampleFrames | SampleFrames): The frame sampler.
+        start (float): The clip's first frame.
+        total_frames (int): Frames of the video.
+        fps (float): The video's frame rate; 0 if unknown.
+
+    Returns:
+        np.ndarray: ``clip_len`` int64 frame indices.
+    """
+    span = clip_span(sampler, fps)
+    if type(sampler) is SlowFastSampleFrames:
+        index = np.linspace(start, start + span - 1, sampler.clip_len)
+        return np.clip(index, 0, total_frames - 1).astype(np.int64)
+    if sampler.target_fps:
+        steps = np.linspace(0, span - 1, sampler.clip_len).astype(np.int64)
+    else:
+        steps = np.arange(sampler.clip_len) * sampler.frame_interval
+    index = int(round(start)) + steps
+    inside = index < total_frames
+    if sampler.out_of_bound_opt == 'loop':
+        index = np.mod(index, total_frames)
+    else:  # 'repeat_last'
+        index = np.where(inside, index, index[inside].max(initial=0))
+    return index.astype(np.int64)

@@ -27,9 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-
-class VideoDecodeError(RuntimeError):
-    """A video that cannot be opened or decoded."""
+from ..video_io import VideoDecodeError, first_video_stream, require
 
 
 class _Untimed(Exception):
@@ -43,21 +41,23 @@ class SparseVideoReader:
         filename (str): The video file.
         num_threads (int): Decoder threads; 1 (the default) leaves
             parallelism to the data-loader workers.
+
+    Raises:
+        MissingPackageError: PyAV (``av``) is not installed.
+        FileNotFoundError, VideoDecodeError: The file is missing, has no
+            video stream or no frames (PyAV's own errors for files it
+            cannot parse).
     """
 
     def __init__(self, filename: str, num_threads: int = 1) -> None:
-        import av
+        av = require('av')
         if not osp.isfile(filename):
             raise FileNotFoundError(f'no such file: {filename}')
         self.filename = filename
         self.num_threads = num_threads
         self._container = av.open(filename)
         try:
-            if not self._container.streams.video:
-                raise VideoDecodeError('no video stream')
-            stream = self._container.streams.video[0]
-            if not stream.width or not stream.height:
-                raise VideoDecodeError('video stream has no frame size')
+            stream = first_video_stream(self._container)
             self.height, self.width = stream.height, stream.width
             rate = stream.average_rate or stream.guessed_rate or 0
             self.fps = float(rate)
@@ -133,7 +133,7 @@ class SparseVideoReader:
         return np.stack([frames[i] for i in indices])
 
     def _codec(self):
-        import av
+        av = require('av')
         codec = av.CodecContext.create(self._stream.codec_context.name, 'r')
         codec.extradata = self._stream.codec_context.extradata
         # Size and pixel format come from the bitstream; some codecs (e.g.

@@ -3,7 +3,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from x3d_plugin.registry import HOOKS
-from x3d_plugin.utils.fuse import fuse_conv_bn
+from x3d_plugin.models.fuse import fuse_conv_bn
 
 
 @HOOKS.register_module()

@@ -1,5 +1,5 @@
 """Report the videos that training skipped because they could not be
-decoded (see ``x3d_plugin.DecordInitAtScale`` with ``on_error='skip'``)."""
+decoded (see ``x3d_plugin.PyAVSparseDecode`` with ``on_error='skip'``)."""
 import os
 import os.path as osp
 

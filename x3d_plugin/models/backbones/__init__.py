@@ -1,3 +1,3 @@
-from .x3d import X3D
+from .x3d import X3D, X3DStem
 
-__all__ = ['X3D']
+__all__ = ['X3D', 'X3DStem']

@@ -21,8 +21,7 @@ The conv_5 layer that PySlowFast puts in its head belongs to
 the stage features that detection or localisation necks consume.
 """
 import functools
-import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -30,54 +29,16 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from x3d_plugin.registry import MODELS
-from x3d_plugin.utils.state_dict import load_state_dict_checked
+from ..checkpoint import load_checkpoint_strict
+from ..variants import (BASE_STAGE_BLOCKS, resolve_factors, round_width,
+                        x3d_structure)
 
-# PySlowFast's X3D before expansion (X3D.DIM_C1 = 12; stage widths double,
-# 12/24/48/96; blocks per stage 1/2/5/3 in `X3D._construct_network`).
-BASE_WIDTH = 12
-BASE_STAGE_BLOCKS = (1, 2, 5, 3)
 # The 1/16 squeeze-excitation ratio of the paper (Sec. 4) and X3D.SE_RATIO.
 SE_RATIO = 1 / 16
-
-
-def round_width(width: float,
-                multiplier: float,
-                min_width: int = 8,
-                divisor: int = 8) -> int:
-    """Scale ``width`` by ``multiplier`` and round it to a multiple of 8, as
-    the X3D paper code does (never below ``min_width``, never more than 10%
-    under the exact product)."""
-    width *= multiplier
-    rounded = max(min_width, int(width + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * width:
-        rounded += divisor
-    return int(rounded)
-
-
-def round_repeats(repeats: int, multiplier: float) -> int:
-    """Scale a block count by the depth factor, rounding up."""
-    return int(math.ceil(multiplier * repeats))
-
-
-def x3d_structure(
-    factors: Dict[str, float]
-) -> Tuple[int, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
-    """Stem width, stage widths, inner (bottleneck) widths and blocks per
-    stage of the network that the expansion ``factors`` describe."""
-    stem_width = round_width(BASE_WIDTH, factors['width_factor'])
-    stage_widths = tuple(
-        round_width(BASE_WIDTH * 2**i, factors['width_factor'])
-        for i in range(len(BASE_STAGE_BLOCKS)))
-    inner_widths = tuple(
-        int(factors['bottleneck_factor'] * w) for w in stage_widths)
-    stage_blocks = tuple(
-        round_repeats(n, factors['depth_factor']) for n in BASE_STAGE_BLOCKS)
-    return stem_width, stage_widths, inner_widths, stage_blocks
 
 
 def swish(x: Tensor) -> Tensor:
@@ -166,7 +127,7 @@ class X3DBlock(nn.Module):
             self.downsample = None
 
     def conv_bn_pairs(self):
-        """(conv, BN) pairs that :func:`~x3d_plugin.utils.fuse_conv_bn`
+        """(conv, BN) pairs that :func:`~x3d_plugin.models.fuse_conv_bn`
         can fold."""
         pairs = [('conv1', 'bn1'), ('conv2', 'bn2'), ('conv3', 'bn3')]
         if self.downsample is not None:
@@ -217,25 +178,60 @@ class X3DBlock(nn.Module):
                 m.num_batches_tracked.copy_(num_batches)
 
 
-@contextmanager
-def _null_context():
-    yield
-
-
 def _checkpoint_contexts(block: X3DBlock):
     """(forward, recompute) contexts of a checkpointed block (a function,
     not a method, so that torch.compile can call it too)."""
-    return _null_context(), block._frozen_norm_stats()
+    return nullcontext(), block._frozen_norm_stats()
+
+
+class X3DStem(nn.Module):
+    """X3D's stem: a spatial 1x3x3 convolution with stride 2, then a
+    channelwise temporal 5x1x1 convolution, BN and ReLU (PySlowFast's
+    ``X3DStem``; paper Table 1, ``conv1``).
+
+    Args:
+        in_channels (int): Channels of the input clip.
+        out_channels (int): Width of the stem.
+        norm_cfg (dict): Normalisation layer config.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 norm_cfg: Dict) -> None:
+        super().__init__()
+        self.conv_xy = nn.Conv3d(
+            in_channels,
+            out_channels,
+            kernel_size=(1, 3, 3),
+            stride=(1, 2, 2),
+            padding=(0, 1, 1),
+            bias=False)
+        self.conv_t = nn.Conv3d(
+            out_channels,
+            out_channels,
+            kernel_size=(5, 1, 1),
+            padding=(2, 0, 0),
+            groups=out_channels,
+            bias=False)
+        self.bn = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def conv_bn_pairs(self):
+        """(conv, BN) pairs that :func:`~x3d_plugin.models.fuse_conv_bn`
+        can fold."""
+        return [('conv_t', 'bn')]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv_t(self.conv_xy(x))), inplace=True)
 
 
 @MODELS.register_module()
 class X3D(BaseModule):
     """X3D backbone.
 
-    The variants share one generator and differ in three expansion factors
-    (PySlowFast ``configs/Kinetics/X3D_*.yaml``; paper Table 3). XS, S and M
-    are one network that is fed different clips (4x160², 13x160², 16x224²);
-    clip length and crop size belong to the data pipeline, not here.
+    The variants share one generator and differ in three expansion factors,
+    read from :data:`x3d_plugin.models.variants.VARIANTS` (PySlowFast
+    ``configs/Kinetics/X3D_*.yaml``; paper Table 3). XS, S and M are one
+    network that is fed different clips (4x160², 13x160², 16x224²); clip
+    length and crop size belong to the data pipeline, not here.
 
     ====  =====  =====  ==========  ===============  ===============  ==========
     arch  width  depth  bottleneck  stage widths     inner widths     blocks
@@ -272,9 +268,8 @@ class X3D(BaseModule):
             the convolution weights are stored in it too, which
             ``torch.compile`` needs to pick the fast kernels).
             The channelwise 3x3x3 convolutions take PyTorch's fast kernels
-            only in this format (cuDNN on CUDA; on CPU the train step is
-            about 1.8x faster, see docs/benchmarks.md). The numbers are the
-            same either way. Defaults to True.
+            only in this format (cuDNN on CUDA). The numbers are the same
+            either way. Defaults to True.
         zero_init_residual (bool): Initialise the last BN of each block to
             zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).
             Defaults to True.
@@ -283,14 +278,6 @@ class X3D(BaseModule):
             prefix='backbone.')``. A pretrained file must fit the network
             exactly. Defaults to None (PySlowFast's initialisation).
     """
-
-    arch_settings = {
-        'xs': dict(width_factor=2.0, depth_factor=2.2, bottleneck_factor=2.25),
-        's': dict(width_factor=2.0, depth_factor=2.2, bottleneck_factor=2.25),
-        'm': dict(width_factor=2.0, depth_factor=2.2, bottleneck_factor=2.25),
-        'l': dict(width_factor=2.0, depth_factor=5.0, bottleneck_factor=2.25),
-        'xl': dict(width_factor=2.9, depth_factor=5.0, bottleneck_factor=2.25),
-    }
 
     def __init__(self,
                  arch: Union[str, Dict] = 'm',
@@ -304,7 +291,7 @@ class X3D(BaseModule):
                  zero_init_residual: bool = True,
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None):
         super().__init__(init_cfg=init_cfg)
-        factors = self.resolve_arch(arch)
+        factors = resolve_factors(arch)
         num_stages = len(BASE_STAGE_BLOCKS)
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i < num_stages
@@ -324,79 +311,54 @@ class X3D(BaseModule):
         self.with_cp = with_cp
         self.channels_last = channels_last
         self.zero_init_residual = zero_init_residual
+        self.structure = x3d_structure(factors)
+        self.stage_widths = self.structure.stage_widths
+        self.inner_widths = self.structure.inner_widths
+        self.stage_blocks = self.structure.stage_blocks
 
-        stem_width, self.stage_widths, self.inner_widths, \
-            self.stage_blocks = x3d_structure(factors)
-
-        self.stem = nn.Module()
-        self.stem.conv_xy = nn.Conv3d(
-            in_channels,
-            stem_width,
-            kernel_size=(1, 3, 3),
-            stride=(1, 2, 2),
-            padding=(0, 1, 1),
-            bias=False)
-        self.stem.conv_t = nn.Conv3d(
-            stem_width,
-            stem_width,
-            kernel_size=(5, 1, 1),
-            padding=(2, 0, 0),
-            groups=stem_width,
-            bias=False)
-        self.stem.bn = build_norm_layer(norm_cfg, stem_width)[1]
-
+        self.stem = X3DStem(in_channels, self.structure.stem_width, norm_cfg)
         self.layer_names = []
-        width_in = stem_width
-        for i, (width, inner, blocks) in enumerate(
-                zip(self.stage_widths, self.inner_widths, self.stage_blocks)):
-            layer = nn.Sequential(*[
-                X3DBlock(
-                    width_in if j == 0 else width,
-                    inner,
-                    width,
-                    spatial_stride=2 if j == 0 else 1,
-                    # SE on every other block, starting with the first.
-                    use_se=j % 2 == 0,
-                    norm_cfg=norm_cfg,
-                    with_cp=with_cp) for j in range(blocks)
-            ])
+        width_in = self.structure.stem_width
+        for i in range(num_stages):
             name = f'layer{i + 1}'
-            self.add_module(name, layer)
+            self.add_module(name, self._make_stage(i, width_in, norm_cfg))
             self.layer_names.append(name)
-            width_in = width
+            width_in = self.stage_widths[i]
         self.out_channels = self.stage_widths[out_indices[-1]]
         if channels_last:
             self.to(memory_format=torch.channels_last_3d)
         self._freeze_stages()
 
-    @classmethod
-    def resolve_arch(cls, arch: Union[str, Dict]) -> Dict[str, float]:
-        """Expansion factors of ``arch`` (a variant name or a factor dict)."""
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_settings:
-                raise ValueError(
-                    f'unknown X3D arch {arch!r}; choose one of '
-                    f'{sorted(cls.arch_settings)} or pass a dict with '
-                    'width_factor, depth_factor and bottleneck_factor')
-            return dict(cls.arch_settings[arch.lower()])
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or dict, got {type(arch)}')
-        required = {'width_factor', 'depth_factor', 'bottleneck_factor'}
-        if set(arch) != required:
-            raise ValueError(f'arch dict needs exactly the keys '
-                             f'{sorted(required)}, got {sorted(arch)}')
-        for key, value in arch.items():
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f'arch[{key!r}] must be a positive number, '
-                                 f'got {value!r}')
-        return {k: float(v) for k, v in arch.items()}
+    def _make_stage(self, index: int, in_channels: int,
+                    norm_cfg: Dict) -> nn.Sequential:
+        """Stage ``index`` (0-3): its blocks, the first with spatial stride
+        2 and SE on every other block starting with the first."""
+        width = self.stage_widths[index]
+        return nn.Sequential(*[
+            X3DBlock(
+                in_channels if j == 0 else width,
+                self.inner_widths[index],
+                width,
+                spatial_stride=2 if j == 0 else 1,
+                use_se=j % 2 == 0,
+                norm_cfg=norm_cfg,
+                with_cp=self.with_cp)
+            for j in range(self.stage_blocks[index])
+        ])
+
+    @staticmethod
+    def resolve_arch(arch: Union[str, Dict]) -> Dict[str, float]:
+        """Expansion factors of ``arch`` (a variant name or a factor dict);
+        see :func:`x3d_plugin.models.variants.resolve_factors`."""
+        return resolve_factors(arch)
 
     def init_weights(self) -> None:
         """PySlowFast's initialisation, or the pretrained file of
         ``init_cfg`` (loaded strictly)."""
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            self._load_pretrained(init_cfg)
+            load_checkpoint_strict(self, init_cfg['checkpoint'],
+                                   init_cfg.get('prefix', ''))
             self._is_init = True
             return
         if init_cfg is not None:
@@ -417,24 +379,6 @@ class X3D(BaseModule):
                 if isinstance(m, X3DBlock):
                     nn.init.zeros_(m.bn3.weight)
 
-    def _load_pretrained(self, init_cfg: Dict) -> None:
-        source = init_cfg['checkpoint']
-        prefix = init_cfg.get('prefix', '')
-        ckpt = _load_checkpoint(source, map_location='cpu')
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt,
-                                                           dict) else ckpt
-        if prefix:
-            if not prefix.endswith('.'):
-                prefix += '.'
-            state = {
-                k[len(prefix):]: v
-                for k, v in state.items() if k.startswith(prefix)
-            }
-            if not state:
-                raise ValueError(f'{source!r} has no key starting with '
-                                 f'{prefix!r}; check init_cfg.prefix')
-        load_state_dict_checked(self, state, source=source)
-
     def _freeze_stages(self) -> None:
         frozen = ([self.stem] if self.frozen_stages >= 0 else []) + [
             getattr(self, name)
@@ -445,16 +389,11 @@ class X3D(BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
-    def conv_bn_pairs(self):
-        """The stem's (conv, BN) pair (blocks name their own)."""
-        return [('stem.conv_t', 'stem.bn')]
-
     def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
         """Stage features of a clip batch ``N x C x T x H x W``."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        x = F.relu(
-            self.stem.bn(self.stem.conv_t(self.stem.conv_xy(x))), inplace=True)
+        x = self.stem(x)
         outs = []
         for i, name in enumerate(self.layer_names[:max(self.out_indices) + 1]):
             x = getattr(self, name)(x)

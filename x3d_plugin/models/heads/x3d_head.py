@@ -72,7 +72,7 @@ class X3DHead(BaseHead):
         nn.init.zeros_(self.fc_cls.bias)
 
     def conv_bn_pairs(self):
-        """(conv, BN) pairs that :func:`~x3d_plugin.utils.fuse_conv_bn`
+        """(conv, BN) pairs that :func:`~x3d_plugin.models.fuse_conv_bn`
         can fold."""
         return [('conv5', 'bn5')]
 

@@ -1,4 +1,4 @@
-"""Re-encode videos for fast training reads (used by
+"""Re-encode videos for fast training reads (the command line is
 ``tools/data/reencode_videos.py``).
 
 Kinetics clips come at up to 1080p with keyframes several seconds apart;
@@ -11,6 +11,9 @@ import os
 import os.path as osp
 from typing import Dict, Optional
 
+from .video_io import (VideoDecodeError, error_reason, first_video_stream,
+                       raise_if_environment_error, require, scaled_size)
+
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v', '.flv',
                     '.mpg', '.mpeg', '.wmv', '.3gp')
 
@@ -19,8 +22,7 @@ def output_size(height: int, width: int, short_side: int):
     """(height, width) with the short side at ``short_side`` (never
     enlarged; 0 keeps the size), both even as yuv420p requires."""
     if short_side and min(height, width) > short_side:
-        scale = short_side / min(height, width)
-        height, width = int(height * scale + 0.5), int(width * scale + 0.5)
+        height, width = scaled_size(height, width, short_side)
     return height - height % 2, width - width % 2
 
 
@@ -39,21 +41,17 @@ def reencode_video(src: str,
 
     Returns ``dict(frames=..., height=..., width=...)`` of the output.
     """
-    import av
+    av = require('av')
     part = dst + '.part'
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     frames = 0
     try:
         with av.open(src) as source:
-            if not source.streams.video:
-                raise ValueError('no video stream')
-            in_stream = source.streams.video[0]
+            in_stream = first_video_stream(source)
             in_stream.thread_type = 'AUTO'
             in_stream.thread_count = threads
             height, width = output_size(in_stream.height, in_stream.width,
                                         short_side)
-            if not height or not width:
-                raise ValueError('video stream has no frame size')
             rate = in_stream.average_rate or in_stream.guessed_rate or 30
             with av.open(part, mode='w', format='mp4') as target:
                 out = target.add_stream('libx264', rate=rate)
@@ -92,7 +90,7 @@ def reencode_video(src: str,
                 for packet in out.encode():
                     target.mux(packet)
         if frames == 0:
-            raise ValueError('no frame could be decoded')
+            raise VideoDecodeError('no frame could be decoded')
         os.replace(part, dst)
     finally:
         if osp.exists(part):
@@ -107,23 +105,26 @@ def reencoded_name(relpath: str) -> str:
 
 
 def reencode_job(job) -> Dict:
-    """One unit of work for a process pool: never raises, reports."""
+    """One unit of work for a process pool: a video that fails is reported
+    in the result (``ok=False``, ``error``), not raised; an error of the
+    environment (a missing package) is raised, as every video would fail
+    alike."""
     src, dst, options = job
     try:
         info = reencode_video(src, dst, **options)
         return dict(src=src, dst=dst, ok=True, **info)
     except Exception as err:  # report and go on with the other files
-        reason = f'{type(err).__name__}: {err}'.strip().splitlines()[0]
-        return dict(src=src, dst=dst, ok=False, error=reason)
+        raise_if_environment_error(err)
+        return dict(src=src, dst=dst, ok=False, error=error_reason(err))
 
 
 def describe(path: str) -> Optional[Dict]:
     """Short side, frame count and keyframe interval of a video (for
     reports and tests); None if it cannot be read."""
-    import av
+    av = require('av')
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
+            stream = first_video_stream(container)
             keys, count = [], 0
             for packet in container.demux(stream):
                 if packet.size:
