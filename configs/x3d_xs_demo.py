@@ -1,5 +1,5 @@
 # X3D-XS trained from scratch on the embedded demo dataset (8 synthetic
-# motion classes, see tools/data/generate_demo_dataset.py): about 10 minutes
+# motion classes, see tools/data/generate_demo_dataset.py): about 8 minutes
 # on 2 CPU cores. `bash tools/quickstart.sh` generates the data, trains and
 # tests with 2 clips x 3 crops.
 _base_ = [
@@ -96,9 +96,12 @@ test_dataloader = dict(
 val_evaluator = dict(type='AccMetric')
 test_evaluator = val_evaluator
 
-max_epochs = 20
+# 12 epochs: with a 20-epoch schedule validation top-1 is 96% after 8 and
+# 99% after 12 epochs (2-core AVX2 machine, README), so the shorter
+# schedule keeps the accuracy at 60% of the time.
+max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=4)
-# From scratch on 800 videos in about 10 minutes, AdamW gets X3D moving much
+# From scratch on 800 videos in minutes, AdamW gets X3D moving much
 # sooner than the SGD of the Kinetics recipe (which needs hundreds of epochs);
 # the schedule is the same warm-up + cosine.
 optim_wrapper = dict(

@@ -19,7 +19,8 @@ def test_model_benchmark_rows(capsys):
     names = [row[2] for row in rows]
     assert names == [
         'mmaction2 default', 'mmaction2 + channels-last',
-        'ours default (channels-last)', 'ours contiguous', 'ours + with_cp',
+        'ours default (channels-last)', 'ours, aten channelwise conv',
+        'ours contiguous', 'ours + with_cp',
         'ours + BN folded'
     ]
     for arch, model, name, precision, tc, tr, ic, ir in rows:

@@ -1,5 +1,5 @@
 """The README's main job: X3D-XS trained from scratch on the embedded demo
-dataset reaches at least 90% top-1 with multi-view testing. About 10
+dataset reaches at least 90% top-1 with multi-view testing. About 8
 minutes on 2 CPU cores; the time is printed, not asserted."""
 import os
 import re
@@ -19,7 +19,6 @@ def test_demo_reaches_90_percent(tmp_path):
     start = time.time()
     data = tmp_path / 'x3d_demo'
     generate(data)
-    cfg = tmp_path / 'demo.py'
     cfg = tmp_path / 'demo.py'
     cfg.write_text(
         f"_base_ = [{str(ROOT / 'configs' / 'x3d_xs_demo.py')!r}]\n"

@@ -10,6 +10,7 @@ from torch import nn
 from x3d_plugin.models import VARIANTS, build_x3d_recognizer, fuse_conv_bn
 from x3d_plugin.models.converters import convert_state_dict
 from x3d_plugin.models.converters.mmaction2 import mmaction2_recognizer_cfg
+from x3d_plugin.ops import fast_channelwise_enabled, set_fast_channelwise
 from x3d_plugin.utils.benchmark import describe_machine  # noqa: F401
 
 
@@ -19,17 +20,31 @@ def stock_archs():
 
 
 class Net(nn.Module):
-    """A recognizer's backbone and head as one module (``x`` -> logits)."""
+    """A recognizer's backbone and head as one module (``x`` -> logits).
 
-    def __init__(self, backbone, head, channels_last_input=False):
+    With ``aten_channelwise`` the channelwise convolutions run on PyTorch's
+    own kernels instead of :mod:`x3d_plugin.ops` (the switch is read when
+    the forward runs, which also decides the backward).
+    """
+
+    def __init__(self, backbone, head, channels_last_input=False,
+                 aten_channelwise=False):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.channels_last_input = channels_last_input
+        self.aten_channelwise = aten_channelwise
 
     def forward(self, x):
         if self.channels_last_input:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        return self.head(self.backbone(x))
+        if not self.aten_channelwise:
+            return self.head(self.backbone(x))
+        previous = fast_channelwise_enabled()
+        set_fast_channelwise(False)
+        try:
+            return self.head(self.backbone(x))
+        finally:
+            set_fast_channelwise(previous)
 
 
 def build_pair(arch, num_classes=400):
@@ -77,8 +92,10 @@ INFERENCE_ONLY = ('ours + BN folded', )
 def model_variants(theirs, ours, device, compile=False):
     """name -> model (backbone + head as :class:`Net`) for every
     configuration the model benchmark compares: MMAction2's X3D at its
-    defaults and channels-last; ours at its defaults, contiguous, with
-    ``with_cp``, with BN folded; with ``compile`` also both compiled."""
+    defaults and channels-last; ours at its defaults, with PyTorch's
+    channelwise convolution instead of :mod:`x3d_plugin.ops`, contiguous,
+    with ``with_cp``, with BN folded; with ``compile`` also both
+    compiled."""
     out = {}
     m = copy.deepcopy(theirs)
     out[BASELINE] = Net(m.backbone, m.cls_head).to(device)
@@ -89,6 +106,9 @@ def model_variants(theirs, ours, device, compile=False):
     m = copy.deepcopy(ours)
     out['ours default (channels-last)'] = Net(m.backbone,
                                               m.cls_head).to(device)
+    m = copy.deepcopy(ours)
+    out['ours, aten channelwise conv'] = Net(
+        m.backbone, m.cls_head, aten_channelwise=True).to(device)
     m = copy.deepcopy(ours)
     m.backbone.channels_last = False
     m.backbone.to(memory_format=torch.contiguous_format)

@@ -29,13 +29,12 @@ def x3d_recognizer_cfg(arch: Union[str, Dict] = 'm',
 def build_x3d_recognizer(arch: Union[str, Dict] = 'm',
                          num_classes: int = 400,
                          **head) -> nn.Module:
-    """The recognizer of :func:`x3d_recognizer_cfg`, built (PySlowFast's
-    initialisation, train mode)."""
+    """The recognizer of :func:`x3d_recognizer_cfg`, built (train mode;
+    PySlowFast's initialisation comes with ``init_weights()``, as for any
+    MMEngine model)."""
     from mmaction.registry import MODELS
     from mmaction.utils import register_all_modules
     from mmengine.registry import DefaultScope
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope('mmaction'):
-        model = MODELS.build(x3d_recognizer_cfg(arch, num_classes, **head))
-    model.init_weights()
-    return model
+        return MODELS.build(x3d_recognizer_cfg(arch, num_classes, **head))

@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts in tools/benchmark."""
-import platform
-
 import torch
+
+from .cpu import cpu_info
 
 _FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 
@@ -9,19 +9,7 @@ _FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 def describe_machine() -> str:
     """One line describing the CPU, its relevant ISA flags, torch's thread
     count and the torch version, for the header of a benchmark table."""
-    model, flags = '', set()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                key = key.strip()
-                if key in ('model name', 'Processor') and not model:
-                    model = value.strip()
-                elif key in ('flags', 'Features') and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
+    model, flags = cpu_info()
     isa = [f for f in _FLAGS if f in flags]
     return (f'CPU: {model} ({", ".join(isa) or "no avx2/avx512/amx"}); '
             f'torch {torch.__version__}, {torch.get_num_threads()} threads')

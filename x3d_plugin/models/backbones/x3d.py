@@ -32,6 +32,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from x3d_plugin.ops import ChannelwiseConv3d
 from x3d_plugin.registry import MODELS
 from ..checkpoint import load_checkpoint_strict
 from ..variants import (BASE_STAGE_BLOCKS, resolve_factors, round_width,
@@ -101,14 +102,11 @@ class X3DBlock(nn.Module):
         self.conv1 = nn.Conv3d(
             in_channels, inner_channels, kernel_size=1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, inner_channels)[1]
-        self.conv2 = nn.Conv3d(
-            inner_channels,
+        self.conv2 = ChannelwiseConv3d(
             inner_channels,
             kernel_size=3,
             stride=(1, spatial_stride, spatial_stride),
-            padding=1,
-            groups=inner_channels,
-            bias=False)
+            padding=1)
         self.bn2 = build_norm_layer(norm_cfg, inner_channels)[1]
         self.se = SqueezeExcitation(inner_channels) if use_se else None
         self.conv3 = nn.Conv3d(
@@ -205,13 +203,8 @@ class X3DStem(nn.Module):
             stride=(1, 2, 2),
             padding=(0, 1, 1),
             bias=False)
-        self.conv_t = nn.Conv3d(
-            out_channels,
-            out_channels,
-            kernel_size=(5, 1, 1),
-            padding=(2, 0, 0),
-            groups=out_channels,
-            bias=False)
+        self.conv_t = ChannelwiseConv3d(
+            out_channels, kernel_size=(5, 1, 1), padding=(2, 0, 0))
         self.bn = build_norm_layer(norm_cfg, out_channels)[1]
 
     def conv_bn_pairs(self):
@@ -267,8 +260,10 @@ class X3D(BaseModule):
             (the input is converted once; every layer keeps the format;
             the convolution weights are stored in it too, which
             ``torch.compile`` needs to pick the fast kernels).
-            The channelwise 3x3x3 convolutions take PyTorch's fast kernels
-            only in this format (cuDNN on CUDA). The numbers are the same
+            The channelwise convolutions (``ChannelwiseConv3d``) run on
+            :mod:`x3d_plugin.ops`' CPU kernel, which works in this format
+            (its output is channels-last in any case), and on cuDNN's fast
+            kernels on CUDA only in this format. The numbers are the same
             either way. Defaults to True.
         zero_init_residual (bool): Initialise the last BN of each block to
             zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).

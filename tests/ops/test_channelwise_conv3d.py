@@ -1,0 +1,332 @@
+"""The fast channelwise conv3d CPU operator against ``F.conv3d``.
+
+The tests that need the C++ extension fail (not skip) when it cannot be
+built, unless ``X3D_PLUGIN_NO_EXT=1`` is set: CI must exercise the build.
+"""
+import importlib
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from x3d_plugin.ops import (ChannelwiseConv3d, channelwise_conv3d,
+                            extension_error, fast_channelwise_available,
+                            set_fast_channelwise)
+
+cw_mod = importlib.import_module('x3d_plugin.ops.channelwise_conv3d')
+NO_EXT = os.environ.get('X3D_PLUGIN_NO_EXT', '') not in ('', '0')
+CL = torch.channels_last_3d
+
+
+@pytest.fixture
+def fast():
+    if NO_EXT:
+        pytest.skip('X3D_PLUGIN_NO_EXT is set')
+    assert fast_channelwise_available(), (
+        f'the C++ extension did not build: {extension_error()}')
+    set_fast_channelwise(True)
+    yield
+    set_fast_channelwise(True)
+
+
+def reference(x, w, stride, padding):
+    """F.conv3d and its gradients for a fixed upstream gradient."""
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    y = F.conv3d(x, w, None, stride, padding, 1, w.shape[0])
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    return y, g, gx, gw
+
+
+def ours(x, w, stride, padding, g):
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    y = torch.ops.x3d_plugin.channelwise_conv3d(x, w, stride, padding)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    return y, gx, gw
+
+
+def check(x, w, stride, padding, rtol=1e-4, atol=1e-4):
+    y0, g, gx0, gw0 = reference(x, w, stride, padding)
+    y, gx, gw = ours(x, w, stride, padding, g)
+    assert y.is_contiguous(memory_format=CL)
+    # Tolerances relative to each result's magnitude (grad_weight sums
+    # many products).
+    for name, a, b in (('out', y, y0), ('grad_input', gx, gx0),
+                       ('grad_weight', gw, gw0)):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(
+            a, b, rtol=rtol, atol=atol * scale, msg=lambda m: f'{name}: {m}')
+
+
+# Every X3D kernel/stride/padding combination.
+X3D_OPS = [
+    ((3, 3, 3), (1, 1, 1), (1, 1, 1)),
+    ((3, 3, 3), (1, 2, 2), (1, 1, 1)),
+    ((5, 1, 1), (1, 1, 1), (2, 0, 0)),
+]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
+@pytest.mark.parametrize('channels', [13, 54, 216])
+def test_kernel_forward_itself(fast, dtype, kernel, stride, padding,
+                               channels):
+    """The op's float forward runs F.conv3d (faster there); the C++ forward
+    (the bf16 forward, and the row kernel that grad_input shares) is
+    checked directly in float too."""
+    x = torch.randn(2, channels, 5, 9, 7, dtype=dtype)
+    w = torch.randn(channels, 1, *kernel, dtype=dtype)
+    y = torch.ops.x3d_plugin_cpu.forward(x, w, list(stride), list(padding))
+    y0 = F.conv3d(x, w, None, stride, padding, 1, channels)
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
+@pytest.mark.parametrize('channels', [24, 54, 108, 216, 432])
+def test_x3d_shapes(fast, kernel, stride, padding, channels):
+    x = torch.randn(2, channels, 4, 10, 10)
+    w = torch.randn(channels, 1, *kernel)
+    check(x, w, stride, padding)
+
+
+@pytest.mark.parametrize('channels', [3, 13, 30, 72, 162])
+@pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
+def test_channel_tails(fast, kernel, stride, padding, channels):
+    """C < 8 and C not a multiple of 8 (XL widths 162, 306, 630)."""
+    x = torch.randn(1, channels, 3, 7, 9)
+    w = torch.randn(channels, 1, *kernel)
+    check(x, w, stride, padding)
+
+
+@pytest.mark.parametrize('hw', [(7, 9), (5, 5), (11, 3), (1, 1), (2, 3)])
+def test_stride2_odd_sizes(fast, hw):
+    x = torch.randn(1, 16, 3, *hw)
+    w = torch.randn(16, 1, 3, 3, 3)
+    check(x, w, (1, 2, 2), (1, 1, 1))
+
+
+def test_wide_rows_and_batch(fast):
+    """Rows long enough for every blocked path (8, 4 and 1 outputs)."""
+    x = torch.randn(3, 40, 5, 6, 29)
+    w = torch.randn(40, 1, 3, 3, 3)
+    check(x, w, (1, 1, 1), (1, 1, 1))
+    check(x, w, (1, 2, 2), (1, 1, 1))
+
+
+def test_other_geometries(fast):
+    """Not used by X3D, but the operator is general."""
+    x = torch.randn(2, 20, 5, 6, 7)
+    check(x, torch.randn(20, 1, 2, 3, 4), (2, 1, 3), (0, 2, 1))
+    check(x, torch.randn(20, 1, 1, 5, 5), (1, 1, 1), (0, 2, 2))
+    check(x, torch.randn(20, 1, 3, 3, 3), (1, 1, 1), (0, 0, 0))
+    check(x, torch.randn(20, 1, 3, 1, 3), (3, 3, 3), (1, 0, 1))
+
+
+def test_layouts_and_noncontiguous(fast):
+    x = torch.randn(2, 54, 4, 8, 8)
+    w = torch.randn(54, 1, 3, 3, 3)
+    check(x, w, (1, 1, 1), (1, 1, 1))  # NCDHW
+    check(x.contiguous(memory_format=CL), w, (1, 2, 2), (1, 1, 1))
+    big = torch.randn(2, 60, 6, 9, 8)
+    sliced = big[:, 3:57, 1:5, :8]  # neither layout
+    assert not sliced.is_contiguous()
+    check(sliced, w, (1, 1, 1), (1, 1, 1))
+    permuted = torch.randn(2, 8, 8, 4, 54).permute(0, 4, 3, 1, 2)
+    check(permuted, w, (1, 2, 2), (1, 1, 1))
+    check(x, w.transpose(2, 4).contiguous().transpose(2, 4), (1, 1, 1),
+          (1, 1, 1))
+
+
+def test_needs_input_grad(fast):
+    """Only the asked-for gradient is computed (frozen weight / input)."""
+    x = torch.randn(1, 16, 3, 6, 6)
+    w = torch.randn(16, 1, 3, 3, 3)
+    y0, g, gx0, gw0 = reference(x, w, (1, 1, 1), (1, 1, 1))
+    xr = x.clone().requires_grad_()
+    y = torch.ops.x3d_plugin.channelwise_conv3d(xr, w, (1, 1, 1), (1, 1, 1))
+    (gx, ) = torch.autograd.grad(y, xr, g)
+    torch.testing.assert_close(gx, gx0, rtol=1e-4, atol=1e-4)
+    wr = w.clone().requires_grad_()
+    y = torch.ops.x3d_plugin.channelwise_conv3d(x, wr, (1, 1, 1), (1, 1, 1))
+    (gw, ) = torch.autograd.grad(y, wr, g)
+    torch.testing.assert_close(gw, gw0, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
+def test_gradcheck_float64(fast, kernel, stride, padding):
+    x = torch.randn(1, 9, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(9, 1, *kernel, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: torch.ops.x3d_plugin.channelwise_conv3d(
+            a, b, stride, padding), (x, w))
+
+
+def test_bfloat16_autocast(fast):
+    m = ChannelwiseConv3d(54, 3, stride=(1, 2, 2), padding=1)
+    x = torch.randn(2, 54, 4, 9, 9)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y0 = F.conv3d(x, m.weight, None, m.stride, m.padding, 1, 54)
+        y = m(x)
+    assert y.dtype == y0.dtype == torch.bfloat16
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(
+        y.float(), y0.float(), rtol=2e-2, atol=2e-2 * y0.abs().max().item())
+    # Backward through the autocast cast (grads come back in fp32).
+    xr = x.clone().requires_grad_()
+    w0 = m.weight.detach().clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = m(xr)
+        y0 = F.conv3d(x, w0, None, m.stride, m.padding, 1, 54)
+    y.float().sum().backward()
+    y0.float().sum().backward()
+    assert xr.grad.dtype == torch.float32
+    torch.testing.assert_close(
+        m.weight.grad, w0.grad, rtol=3e-2,
+        atol=3e-2 * w0.grad.abs().max().item())
+
+
+def test_bfloat16_direct(fast):
+    x = torch.randn(1, 24, 5, 6, 6).bfloat16()
+    w = torch.randn(24, 1, 5, 1, 1).bfloat16()
+    y = channelwise_conv3d(x, w, 1, (2, 0, 0))
+    y0 = F.conv3d(x.float(), w.float(), None, 1, (2, 0, 0), 1, 24)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y0, rtol=1e-2, atol=2e-2)
+
+
+def test_opcheck(fast):
+    x = torch.randn(1, 9, 3, 5, 5, requires_grad=True)
+    w = torch.randn(9, 1, 3, 3, 3, requires_grad=True)
+    torch.library.opcheck(torch.ops.x3d_plugin.channelwise_conv3d.default,
+                          (x, w, [1, 2, 2], [1, 1, 1]))
+    g = torch.randn(1, 9, 3, 3, 3)
+    torch.library.opcheck(
+        torch.ops.x3d_plugin.channelwise_conv3d_backward.default,
+        (g, x.detach(), w.detach(), [1, 2, 2], [1, 1, 1], True, True))
+
+
+def test_module_is_a_conv3d(fast):
+    torch.manual_seed(1)
+    m = ChannelwiseConv3d(54, (3, 3, 3), stride=(1, 2, 2), padding=1)
+    torch.manual_seed(1)
+    ref = nn.Conv3d(54, 54, 3, (1, 2, 2), 1, groups=54, bias=False)
+    assert isinstance(m, nn.Conv3d)
+    assert m.state_dict().keys() == ref.state_dict().keys()
+    torch.testing.assert_close(m.weight, ref.weight)  # same init
+    x = torch.randn(2, 54, 4, 9, 9)
+    y = m(x)
+    assert y.is_contiguous(memory_format=CL)  # the fast path ran
+    torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-4)
+    y.sum().backward()
+    ref(x).sum().backward()
+    torch.testing.assert_close(m.weight.grad, ref.weight.grad, rtol=1e-4,
+                               atol=1e-3)
+
+
+def test_module_with_bias_uses_conv3d(fast):
+    m = ChannelwiseConv3d(8, 3, padding=1, bias=True)
+    x = torch.randn(1, 8, 3, 5, 5)
+    ref = F.conv3d(x, m.weight, m.bias, 1, 1, 1, 8)
+    assert torch.equal(m(x), ref)
+
+
+def test_runtime_switch_falls_back(fast):
+    m = ChannelwiseConv3d(16, 3, stride=(1, 2, 2), padding=1)
+    x = torch.randn(1, 16, 3, 7, 7)
+    ref = F.conv3d(x, m.weight, None, m.stride, m.padding, 1, 16)
+    set_fast_channelwise(False)
+    y = m(x)
+    assert torch.equal(y, ref)
+    assert torch.equal(channelwise_conv3d(x, m.weight, (1, 2, 2), 1), ref)
+    set_fast_channelwise(True)
+    torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_build_failure_warns_once_and_falls_back(monkeypatch):
+    """A failed build warns once (naming the fix) and uses F.conv3d."""
+    monkeypatch.setattr(cw_mod, '_STATE', {
+        'loaded': None,
+        'error': None,
+        'warned': False
+    })
+
+    def broken():
+        raise RuntimeError('Ninja is required to load C++ extensions')
+
+    monkeypatch.setattr(cw_mod, '_load_extension', broken)
+    monkeypatch.delenv('X3D_PLUGIN_NO_EXT', raising=False)
+    m = ChannelwiseConv3d(8, 3, padding=1)
+    x = torch.randn(1, 8, 3, 5, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        y = m(x)
+        y2 = m(x)
+    msgs = [str(w.message) for w in caught
+            if issubclass(w.category, UserWarning)]
+    assert len(msgs) == 1 and 'pip install ninja' in msgs[0], msgs
+    ref = F.conv3d(x, m.weight, None, 1, 1, 1, 8)
+    assert torch.equal(y, ref) and torch.equal(y2, ref)
+    assert 'Ninja' in extension_error()
+
+
+def test_no_ext_env_forces_fallback(monkeypatch):
+    monkeypatch.setattr(cw_mod, '_STATE', {
+        'loaded': None,
+        'error': None,
+        'warned': False
+    })
+    monkeypatch.setenv('X3D_PLUGIN_NO_EXT', '1')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert not cw_mod._ensure_loaded()
+    x = torch.randn(1, 8, 3, 5, 5)
+    w = torch.randn(8, 1, 3, 3, 3)
+    assert torch.equal(
+        channelwise_conv3d(x, w, 1, 1), F.conv3d(x, w, None, 1, 1, 1, 8))
+
+
+def test_trace_records_standard_conv(fast):
+    m = ChannelwiseConv3d(8, 3, stride=(1, 2, 2), padding=1).eval()
+    x = torch.randn(1, 8, 3, 6, 6)
+    traced = torch.jit.trace(m, x)
+    graph = str(traced.graph)
+    assert 'aten::_convolution' in graph or 'aten::conv3d' in graph
+    assert 'x3d_plugin::' not in graph and 'x3d_plugin_cpu::' not in graph
+    torch.testing.assert_close(traced(x), m(x), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_fullgraph(fast):
+    torch._dynamo.reset()
+    m = nn.Sequential(
+        ChannelwiseConv3d(8, 3, stride=(1, 2, 2), padding=1), nn.ReLU(),
+        ChannelwiseConv3d(8, (5, 1, 1), padding=(2, 0, 0)))
+    x = torch.randn(1, 8, 4, 6, 6, requires_grad=True)
+    compiled = torch.compile(m, fullgraph=True, backend='aot_eager')
+    y = compiled(x)
+    y.sum().backward()
+    gx, gw = x.grad.clone(), m[0].weight.grad.clone()
+    x.grad = None
+    m.zero_grad()
+    y0 = m(x)
+    y0.sum().backward()
+    torch.testing.assert_close(y, y0)
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gw, m[0].weight.grad)
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor(fast):
+    torch._dynamo.reset()
+    m = nn.Sequential(
+        ChannelwiseConv3d(8, 3, padding=1), nn.ReLU(),
+        ChannelwiseConv3d(8, (5, 1, 1), padding=(2, 0, 0)))
+    x = torch.randn(1, 8, 4, 6, 6, requires_grad=True)
+    y = torch.compile(m, fullgraph=True)(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, m(x))

@@ -1,0 +1,682 @@
+// Channelwise (depthwise, groups == channels) 3D convolution for CPU:
+// forward, grad_input and grad_weight, in channels-last (N, T, H, W, C)
+// layout, vectorised over channels.
+//
+// Built at run time by x3d_plugin/ops/channelwise_conv3d.py (ATen only, no
+// pybind11). Registered ops (namespace x3d_plugin_cpu):
+//   forward(Tensor x, Tensor w, int[] stride, int[] padding) -> Tensor
+//   backward(Tensor grad_out, Tensor x, Tensor w, int[] stride,
+//            int[] padding, bool need_input, bool need_weight)
+//            -> (Tensor, Tensor)
+// x: (N, C, T, H, W) of any memory format (converted to channels-last-3d),
+// w: (C, 1, kt, kh, kw); no bias, dilation 1. Outputs are channels-last-3d;
+// grad_weight is contiguous with w's shape. A gradient that is not asked
+// for is returned as an empty tensor.
+//
+// Vectors are GCC/Clang vector extensions of 8 lanes (one AVX2 register of
+// floats). Channels are covered by blocks of 8 lanes; when C is not a
+// multiple of 8 the last block starts at C - 8 and overlaps the previous
+// one (stores of the forward and grad_input are idempotent; grad_weight
+// keeps the overlapping block apart and takes only its new lanes). C < 8 is
+// zero-padded to 8.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+namespace x3d_cw {
+namespace {
+
+constexpr int64_t kL = 8;  // lanes per vector
+
+typedef float vfloat __attribute__((vector_size(32)));
+typedef double vdouble __attribute__((vector_size(64)));
+typedef uint16_t vu16 __attribute__((vector_size(16)));
+typedef uint32_t vu32 __attribute__((vector_size(32)));
+
+// Load/store of 8 values of storage type S as an accumulation vector V of
+// scalar type A.
+template <typename S>
+struct Io;
+
+template <>
+struct Io<float> {
+  using A = float;
+  using V = vfloat;
+  static inline V load(const float* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static inline void store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+};
+
+template <>
+struct Io<double> {
+  using A = double;
+  using V = vdouble;
+  static inline V load(const double* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static inline void store(double* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+};
+
+template <>
+struct Io<c10::BFloat16> {
+  using A = float;
+  using V = vfloat;
+  static inline V load(const c10::BFloat16* p) {
+    vu16 h;
+    std::memcpy(&h, p, sizeof(vu16));
+    vu32 b = __builtin_convertvector(h, vu32) << 16;
+    V v;
+    std::memcpy(&v, &b, sizeof(V));
+    return v;
+  }
+  static inline void store(c10::BFloat16* p, V v) {
+    vu32 b;
+    std::memcpy(&b, &v, sizeof(V));
+    // Round to nearest even; NaN stays a (quiet) NaN.
+    vu32 r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    vu32 nan = (vu32)(v != v);
+    r = (r & ~nan) | (0x7fc0u & nan);
+    vu16 h = __builtin_convertvector(r, vu16);
+    std::memcpy(p, &h, sizeof(vu16));
+  }
+};
+
+// Accumulator-type (weights, grad_weight buffers) load/store.
+template <typename A>
+struct IoA : Io<A> {};
+
+inline int64_t ceil_div(int64_t a, int64_t b) {  // b > 0
+  return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+// Channel block offsets: 0, 8, ..., and C - 8 if C % 8 (C >= 8).
+std::vector<int64_t> channel_blocks(int64_t C) {
+  std::vector<int64_t> c;
+  for (int64_t i = 0; i + kL <= C; i += kL) c.push_back(i);
+  if (C % kL) c.push_back(C - kL);
+  return c;
+}
+
+// One output row of a gather convolution along W:
+//   out[j] = sum_p sum_t w_p[wofs_t] * in_p[j * is + off0 + t]   (valid terms)
+// Taps along W always read consecutive inputs (forward: off = kw - pw;
+// grad_input phases: off = (phase + pw - kw) / sw, listed by increasing
+// off). out[j] lives at out + j * ostep (elements), in_p[i] at in[p] + i*C.
+struct RowSpec {
+  int64_t J;        // number of outputs in the row
+  int64_t ostep;    // elements between consecutive outputs
+  int64_t is;       // input index step per output
+  int64_t win;      // input row length
+  int64_t ntaps;    // taps along W
+  const int64_t* wofs;  // per tap: weight offset (kw * C)
+  int64_t off0;     // input index offset of tap 0
+  int64_t C;
+  const int64_t* cofs;
+  int64_t nb;
+};
+
+// JB consecutive interior outputs j.. of one channel block; IS > 0 is the
+// compile-time input step (loads shared between taps), 0 = runtime.
+template <typename S, int NT, int IS, int JB>
+inline void conv_block(S* __restrict__ out, const RowSpec& r,
+                       const S* const* in,
+                       const typename Io<S>::A* const* wp, int64_t P,
+                       int64_t j, int64_t c) {
+  using V = typename Io<S>::V;
+  using A = typename Io<S>::A;
+  const int64_t C = r.C;
+  const int64_t is = IS > 0 ? IS : r.is;
+  const int64_t base = (j * is + r.off0) * C + c;
+  int64_t wo[NT > 0 ? NT : 1];
+  for (int t = 0; t < NT; ++t) wo[t] = r.wofs[t] + c;
+  V acc[JB];
+  for (int jj = 0; jj < JB; ++jj) acc[jj] = V{};
+  for (int64_t p = 0; p < P; ++p) {
+    const S* ip = in[p] + base;
+    const A* w = wp[p];
+    V wv[NT > 0 ? NT : 1];
+    for (int t = 0; t < NT; ++t) wv[t] = IoA<A>::load(w + wo[t]);
+    for (int jj = 0; jj < JB; ++jj)
+      for (int t = 0; t < NT; ++t)
+        acc[jj] += wv[t] * Io<S>::load(ip + (jj * is + t) * C);
+  }
+  S* o = out + j * r.ostep + c;
+  for (int jj = 0; jj < JB; ++jj) Io<S>::store(o + jj * r.ostep, acc[jj]);
+}
+
+template <typename S>
+inline void conv_border(S* __restrict__ out, const RowSpec& r,
+                        const S* const* in,
+                        const typename Io<S>::A* const* wp, int64_t P,
+                        int64_t j) {
+  using V = typename Io<S>::V;
+  using A = typename Io<S>::A;
+  const int64_t C = r.C;
+  for (int64_t b = 0; b < r.nb; ++b) {
+    const int64_t c = r.cofs[b];
+    V acc = V{};
+    for (int64_t p = 0; p < P; ++p) {
+      for (int64_t t = 0; t < r.ntaps; ++t) {
+        const int64_t i = j * r.is + r.off0 + t;
+        if (i < 0 || i >= r.win) continue;
+        acc += IoA<A>::load(wp[p] + r.wofs[t] + c) *
+               Io<S>::load(in[p] + i * C + c);
+      }
+    }
+    Io<S>::store(out + j * r.ostep + c, acc);
+  }
+}
+
+// Range [lo, hi) of outputs j for which every tap is inside the input.
+inline void interior(const RowSpec& r, int64_t* lo, int64_t* hi) {
+  if (r.ntaps == 0) {
+    *lo = 0;
+    *hi = r.J;
+    return;
+  }
+  const int64_t omin = r.off0, omax = r.off0 + r.ntaps - 1;
+  int64_t l = std::max<int64_t>(0, ceil_div(-omin, r.is));
+  int64_t h = std::min<int64_t>(r.J, floor_div(r.win - 1 - omax, r.is) + 1);
+  l = std::min(l, r.J);
+  h = std::max(h, l);
+  *lo = l;
+  *hi = h;
+}
+
+template <typename S, int NT, int IS>
+void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
+                 const typename Io<S>::A* const* wp, int64_t P) {
+  int64_t lo, hi;
+  interior(r, &lo, &hi);
+  for (int64_t j = 0; j < lo; ++j) conv_border(out, r, in, wp, P, j);
+  int64_t j = lo;
+  for (; j + 8 <= hi; j += 8)
+    for (int64_t b = 0; b < r.nb; ++b)
+      conv_block<S, NT, IS, 8>(out, r, in, wp, P, j, r.cofs[b]);
+  for (; j + 4 <= hi; j += 4)
+    for (int64_t b = 0; b < r.nb; ++b)
+      conv_block<S, NT, IS, 4>(out, r, in, wp, P, j, r.cofs[b]);
+  for (; j < hi; ++j)
+    for (int64_t b = 0; b < r.nb; ++b)
+      conv_block<S, NT, IS, 1>(out, r, in, wp, P, j, r.cofs[b]);
+  for (j = hi; j < r.J; ++j) conv_border(out, r, in, wp, P, j);
+}
+
+template <typename S, int NT>
+void conv_row_is(S* out, const RowSpec& r, const S* const* in,
+                 const typename Io<S>::A* const* wp, int64_t P) {
+  if (r.is == 1)
+    conv_row_nt<S, NT, 1>(out, r, in, wp, P);
+  else if (r.is == 2)
+    conv_row_nt<S, NT, 2>(out, r, in, wp, P);
+  else
+    conv_row_nt<S, NT, 0>(out, r, in, wp, P);
+}
+
+template <typename S>
+void conv_row(S* out, const RowSpec& r, const S* const* in,
+              const typename Io<S>::A* const* wp, int64_t P) {
+  switch (r.ntaps) {
+    case 0:
+      conv_row_nt<S, 0, 1>(out, r, in, wp, P);
+      break;
+    case 1:
+      conv_row_is<S, 1>(out, r, in, wp, P);
+      break;
+    case 2:
+      conv_row_is<S, 2>(out, r, in, wp, P);
+      break;
+    case 3:
+      conv_row_is<S, 3>(out, r, in, wp, P);
+      break;
+    default:
+      for (int64_t j = 0; j < r.J; ++j) conv_border(out, r, in, wp, P, j);
+  }
+}
+
+// grad_weight contribution of one grad_output row and one input row:
+//   buf[t][b] += sum_wo go[wo] * x[wo * is + off0 + t]
+template <typename S, int NT, int IS, int U>
+void gw_pair(const S* __restrict__ go, const S* __restrict__ x,
+             typename Io<S>::A* __restrict__ buf, const RowSpec& r,
+             int64_t lo, int64_t hi) {
+  using V = typename Io<S>::V;
+  using A = typename Io<S>::A;
+  const int64_t C = r.C;
+  const int64_t is = IS > 0 ? IS : r.is;
+  const int64_t tstride = r.nb * kL;
+  for (int64_t b = 0; b < r.nb; ++b) {
+    const int64_t c = r.cofs[b];
+    V acc[NT][U];
+    for (int t = 0; t < NT; ++t)
+      for (int u = 0; u < U; ++u) acc[t][u] = V{};
+    auto border = [&](int64_t wo) {
+      const V g = Io<S>::load(go + wo * C + c);
+      for (int t = 0; t < NT; ++t) {
+        const int64_t i = wo * is + r.off0 + t;
+        if (i < 0 || i >= r.win) continue;
+        acc[t][0] += g * Io<S>::load(x + i * C + c);
+      }
+    };
+    for (int64_t wo = 0; wo < lo; ++wo) border(wo);
+    int64_t wo = lo;
+    for (; wo + U <= hi; wo += U) {
+      const S* xp = x + (wo * is + r.off0) * C + c;
+      const S* gp = go + wo * C + c;
+      for (int u = 0; u < U; ++u) {
+        const V g = Io<S>::load(gp + u * C);
+        for (int t = 0; t < NT; ++t)
+          acc[t][u] += g * Io<S>::load(xp + (u * is + t) * C);
+      }
+    }
+    for (; wo < hi; ++wo) {
+      const V g = Io<S>::load(go + wo * C + c);
+      const S* xp = x + (wo * is + r.off0) * C + c;
+      for (int t = 0; t < NT; ++t)
+        acc[t][0] += g * Io<S>::load(xp + t * C);
+    }
+    for (wo = hi; wo < r.J; ++wo) border(wo);
+    for (int t = 0; t < NT; ++t) {
+      V s = acc[t][0];
+      for (int u = 1; u < U; ++u) s += acc[t][u];
+      A* q = buf + t * tstride + b * kL;
+      IoA<A>::store(q, IoA<A>::load(q) + s);
+    }
+  }
+}
+
+template <typename S>
+void gw_pair_generic(const S* go, const S* x, typename Io<S>::A* buf,
+                     const RowSpec& r) {
+  using V = typename Io<S>::V;
+  using A = typename Io<S>::A;
+  const int64_t C = r.C;
+  const int64_t tstride = r.nb * kL;
+  for (int64_t t = 0; t < r.ntaps; ++t) {
+    for (int64_t b = 0; b < r.nb; ++b) {
+      const int64_t c = r.cofs[b];
+      V acc = V{};
+      for (int64_t wo = 0; wo < r.J; ++wo) {
+        const int64_t i = wo * r.is + r.off0 + t;
+        if (i < 0 || i >= r.win) continue;
+        acc += Io<S>::load(go + wo * C + c) * Io<S>::load(x + i * C + c);
+      }
+      A* q = buf + t * tstride + b * kL;
+      IoA<A>::store(q, IoA<A>::load(q) + acc);
+    }
+  }
+}
+
+template <typename S, int NT, int U>
+void gw_pair_is(const S* go, const S* x, typename Io<S>::A* buf,
+                const RowSpec& r, int64_t lo, int64_t hi) {
+  if (r.is == 1)
+    gw_pair<S, NT, 1, U>(go, x, buf, r, lo, hi);
+  else if (r.is == 2)
+    gw_pair<S, NT, 2, U>(go, x, buf, r, lo, hi);
+  else
+    gw_pair<S, NT, 0, U>(go, x, buf, r, lo, hi);
+}
+
+template <typename S>
+void gw_pair_any(const S* go, const S* x, typename Io<S>::A* buf,
+                 const RowSpec& r, int64_t lo, int64_t hi) {
+  switch (r.ntaps) {
+    case 1:
+      gw_pair_is<S, 1, 8>(go, x, buf, r, lo, hi);
+      break;
+    case 2:
+      gw_pair_is<S, 2, 4>(go, x, buf, r, lo, hi);
+      break;
+    case 3:
+      gw_pair_is<S, 3, 4>(go, x, buf, r, lo, hi);
+      break;
+    default:
+      gw_pair_generic(go, x, buf, r);
+  }
+}
+
+struct Geo {
+  int64_t N, C, T, H, W;     // input
+  int64_t KT, KH, KW;        // kernel
+  int64_t st, sh, sw;        // stride
+  int64_t pt, ph, pw;        // padding
+  int64_t To, Ho, Wo;        // output
+};
+
+Geo make_geo(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
+             at::IntArrayRef padding, const char* op) {
+  TORCH_CHECK(x.dim() == 5, "x3d_plugin_cpu::", op,
+              ": input must be 5-D (N, C, T, H, W), got ", x.dim(), "-D");
+  TORCH_CHECK(w.dim() == 5, "x3d_plugin_cpu::", op,
+              ": weight must be 5-D (C, 1, kt, kh, kw), got ", w.dim(), "-D");
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "x3d_plugin_cpu::",
+              op, ": tensors must be on the CPU");
+  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "x3d_plugin_cpu::", op,
+              ": input and weight dtypes differ (", x.scalar_type(), " vs ",
+              w.scalar_type(), ")");
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16,
+              "x3d_plugin_cpu::", op,
+              ": dtype must be float32, float64 or bfloat16, got ", dt);
+  TORCH_CHECK(w.size(1) == 1 && w.size(0) == x.size(1), "x3d_plugin_cpu::",
+              op, ": weight must have shape (C, 1, kt, kh, kw) with C = ",
+              x.size(1), " input channels, got ", w.sizes());
+  TORCH_CHECK(stride.size() == 3 && padding.size() == 3, "x3d_plugin_cpu::",
+              op, ": stride and padding must have 3 values");
+  Geo g;
+  g.N = x.size(0);
+  g.C = x.size(1);
+  g.T = x.size(2);
+  g.H = x.size(3);
+  g.W = x.size(4);
+  g.KT = w.size(2);
+  g.KH = w.size(3);
+  g.KW = w.size(4);
+  g.st = stride[0];
+  g.sh = stride[1];
+  g.sw = stride[2];
+  g.pt = padding[0];
+  g.ph = padding[1];
+  g.pw = padding[2];
+  TORCH_CHECK(g.st > 0 && g.sh > 0 && g.sw > 0, "x3d_plugin_cpu::", op,
+              ": stride must be positive, got ", stride);
+  TORCH_CHECK(g.pt >= 0 && g.ph >= 0 && g.pw >= 0, "x3d_plugin_cpu::", op,
+              ": padding must be non-negative, got ", padding);
+  TORCH_CHECK(g.KT > 0 && g.KH > 0 && g.KW > 0, "x3d_plugin_cpu::", op,
+              ": empty kernel ", w.sizes());
+  g.To = (g.T + 2 * g.pt - g.KT) / g.st + 1;
+  g.Ho = (g.H + 2 * g.ph - g.KH) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.KW) / g.sw + 1;
+  TORCH_CHECK(g.T + 2 * g.pt >= g.KT && g.H + 2 * g.ph >= g.KH &&
+                  g.W + 2 * g.pw >= g.KW,
+              "x3d_plugin_cpu::", op, ": padded input ", x.sizes(),
+              " is smaller than the kernel ", w.sizes());
+  return g;
+}
+
+constexpr auto kCL = at::MemoryFormat::ChannelsLast3d;
+
+at::ScalarType acc_type(at::ScalarType s) {
+  return s == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Weight (C, 1, kt, kh, kw) -> (taps, C) in the accumulation type.
+at::Tensor weight_taps_c(const at::Tensor& w) {
+  const int64_t C = w.size(0);
+  return w.to(acc_type(w.scalar_type())).reshape({C, -1}).t().contiguous();
+}
+
+int64_t row_grain(int64_t row_elems) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, row_elems));
+}
+
+template <typename S>
+void forward_impl(const Geo& g, const S* x, const typename Io<S>::A* wt,
+                  S* out) {
+  using A = typename Io<S>::A;
+  const int64_t C = g.C;
+  const auto cofs = channel_blocks(C);
+  std::vector<int64_t> wofs(g.KW);
+  for (int64_t k = 0; k < g.KW; ++k) wofs[k] = k * C;
+  RowSpec r{g.Wo, C, g.sw, g.W, g.KW, wofs.data(), -g.pw, C,
+            cofs.data(), (int64_t)cofs.size()};
+  const int64_t rows = g.N * g.To * g.Ho;
+  at::parallel_for(0, rows, row_grain(g.Wo * C), [&](int64_t b, int64_t e) {
+    std::vector<const S*> in(g.KT * g.KH);
+    std::vector<const A*> wp(g.KT * g.KH);
+    for (int64_t row = b; row < e; ++row) {
+      // Rows run over (n, ho, to): the 9 input rows stay in L2.
+      const int64_t to = row % g.To;
+      const int64_t ho = (row / g.To) % g.Ho;
+      const int64_t n = row / (g.Ho * g.To);
+      const int64_t orow = (n * g.To + to) * g.Ho + ho;
+      int64_t P = 0;
+      for (int64_t kt = 0; kt < g.KT; ++kt) {
+        const int64_t ti = to * g.st + kt - g.pt;
+        if (ti < 0 || ti >= g.T) continue;
+        for (int64_t kh = 0; kh < g.KH; ++kh) {
+          const int64_t hi = ho * g.sh + kh - g.ph;
+          if (hi < 0 || hi >= g.H) continue;
+          in[P] = x + ((n * g.T + ti) * g.H + hi) * g.W * C;
+          wp[P] = wt + (kt * g.KH + kh) * g.KW * C;
+          ++P;
+        }
+      }
+      conv_row(out + orow * g.Wo * C, r, in.data(), wp.data(), P);
+    }
+  });
+}
+
+template <typename S>
+void grad_input_impl(const Geo& g, const S* go, const typename Io<S>::A* wt,
+                     S* gin) {
+  using A = typename Io<S>::A;
+  const int64_t C = g.C;
+  const auto cofs = channel_blocks(C);
+  // W phases: input wi = m * sw + ph receives taps kw with
+  // (ph + pw - kw) % sw == 0 from go[m + (ph + pw - kw) / sw].
+  // taps kw with (ph + pw - kw) % sw == 0 from go[m + (ph + pw - kw) / sw],
+  // listed by increasing offset (decreasing kw): offsets are consecutive.
+  std::vector<std::vector<int64_t>> wofs(g.sw);
+  std::vector<RowSpec> specs;
+  for (int64_t ph = 0; ph < g.sw; ++ph) {
+    int64_t off0 = 0;
+    for (int64_t k = g.KW - 1; k >= 0; --k) {
+      const int64_t d = ph + g.pw - k;
+      if (((d % g.sw) + g.sw) % g.sw) continue;
+      if (wofs[ph].empty()) off0 = floor_div(d, g.sw);
+      wofs[ph].push_back(k * C);
+    }
+    const int64_t J = ph < g.W ? (g.W - ph + g.sw - 1) / g.sw : 0;
+    specs.push_back(RowSpec{J, g.sw * C, 1, g.Wo, (int64_t)wofs[ph].size(),
+                            wofs[ph].data(), off0, C, cofs.data(),
+                            (int64_t)cofs.size()});
+  }
+  const int64_t rows = g.N * g.T * g.H;
+  at::parallel_for(0, rows, row_grain(g.W * C), [&](int64_t b, int64_t e) {
+    std::vector<const S*> in(g.KT * g.KH);
+    std::vector<const A*> wp(g.KT * g.KH);
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t ti = row % g.T;
+      const int64_t hi = (row / g.T) % g.H;
+      const int64_t n = row / (g.H * g.T);
+      const int64_t irow = (n * g.T + ti) * g.H + hi;
+      int64_t P = 0;
+      for (int64_t kt = 0; kt < g.KT; ++kt) {
+        const int64_t dt = ti + g.pt - kt;
+        if (dt < 0 || dt % g.st) continue;
+        const int64_t to = dt / g.st;
+        if (to >= g.To) continue;
+        for (int64_t kh = 0; kh < g.KH; ++kh) {
+          const int64_t dh = hi + g.ph - kh;
+          if (dh < 0 || dh % g.sh) continue;
+          const int64_t ho = dh / g.sh;
+          if (ho >= g.Ho) continue;
+          in[P] = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
+          wp[P] = wt + (kt * g.KH + kh) * g.KW * C;
+          ++P;
+        }
+      }
+      S* o = gin + irow * g.W * C;
+      for (int64_t ph = 0; ph < g.sw; ++ph)
+        conv_row(o + ph * C, specs[ph], in.data(), wp.data(), P);
+    }
+  });
+}
+
+template <typename S>
+void grad_weight_impl(const Geo& g, const S* go, const S* x, S* gw) {
+  using A = typename Io<S>::A;
+  const int64_t C = g.C;
+  const auto cofs = channel_blocks(C);
+  const int64_t nb = cofs.size();
+  std::vector<int64_t> wofs(g.KW);
+  for (int64_t k = 0; k < g.KW; ++k) wofs[k] = k * C;
+  RowSpec r{g.Wo, C, g.sw, g.W, g.KW, wofs.data(), -g.pw, C,
+            cofs.data(), nb};
+  int64_t lo, hi;
+  interior(r, &lo, &hi);
+  const int64_t taps = g.KT * g.KH * g.KW;
+  const int64_t rows = g.N * g.To * g.Ho;
+  const int64_t nchunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+  const int64_t bufsize = taps * nb * kL;
+  std::vector<A> bufs(nchunks * bufsize, A(0));
+  at::parallel_for(0, nchunks, 1, [&](int64_t kb, int64_t ke) {
+    for (int64_t k = kb; k < ke; ++k) {
+      A* buf = bufs.data() + k * bufsize;
+      const int64_t rb = rows * k / nchunks, re = rows * (k + 1) / nchunks;
+      for (int64_t row = rb; row < re; ++row) {
+        const int64_t to = row % g.To;
+        const int64_t ho = (row / g.To) % g.Ho;
+        const int64_t n = row / (g.Ho * g.To);
+        const S* gor = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
+        for (int64_t kt = 0; kt < g.KT; ++kt) {
+          const int64_t ti = to * g.st + kt - g.pt;
+          if (ti < 0 || ti >= g.T) continue;
+          for (int64_t kh = 0; kh < g.KH; ++kh) {
+            const int64_t hi2 = ho * g.sh + kh - g.ph;
+            if (hi2 < 0 || hi2 >= g.H) continue;
+            const S* xr = x + ((n * g.T + ti) * g.H + hi2) * g.W * C;
+            A* bp = buf + (kt * g.KH + kh) * g.KW * nb * kL;
+            gw_pair_any(gor, xr, bp, r, lo, hi);
+          }
+        }
+      }
+    }
+  });
+  // Reduce the chunks and scatter the blocks to (C, taps).
+  std::vector<A> total(bufsize, A(0));
+  for (int64_t k = 0; k < nchunks; ++k) {
+    const A* buf = bufs.data() + k * bufsize;
+    for (int64_t i = 0; i < bufsize; ++i) total[i] += buf[i];
+  }
+  const int64_t full = C / kL;
+  for (int64_t t = 0; t < taps; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int64_t l = 0; l < kL; ++l) {
+        const int64_t c = cofs[b] + l;
+        if (b >= full && c < full * kL) continue;  // overlap lanes
+        gw[c * taps + t] = static_cast<S>(total[(t * nb + b) * kL + l]);
+      }
+    }
+  }
+}
+
+// Zero-pads channels to 8 (the vector width) for C < 8.
+at::Tensor pad_channels(const at::Tensor& t, int64_t dim) {
+  auto sizes = t.sizes().vec();
+  sizes[dim] = kL;
+  at::Tensor p = t.dim() == 5 && dim == 1
+                     ? at::zeros(sizes, t.options().memory_format(kCL))
+                     : at::zeros(sizes, t.options());
+  p.narrow(dim, 0, t.size(dim)).copy_(t);
+  return p;
+}
+
+at::Tensor cw_forward(const at::Tensor& x_, const at::Tensor& w_,
+                      at::IntArrayRef stride, at::IntArrayRef padding) {
+  Geo g = make_geo(x_, w_, stride, padding, "forward");
+  if (g.C < kL && g.C > 0) {
+    at::Tensor out = cw_forward(pad_channels(x_, 1), pad_channels(w_, 0),
+                                stride, padding);
+    return out.narrow(1, 0, g.C).contiguous(kCL);
+  }
+  at::Tensor out = at::empty({g.N, g.C, g.To, g.Ho, g.Wo},
+                             x_.options().memory_format(kCL));
+  if (out.numel() == 0) return out;
+  at::Tensor x = x_.contiguous(kCL);
+  at::Tensor wt = weight_taps_c(w_);
+  AT_DISPATCH_FLOATING_TYPES_AND(
+      at::kBFloat16, x.scalar_type(), "x3d_cw_forward", [&] {
+        using A = typename Io<scalar_t>::A;
+        forward_impl<scalar_t>(g, x.const_data_ptr<scalar_t>(),
+                               wt.const_data_ptr<A>(),
+                               out.mutable_data_ptr<scalar_t>());
+      });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> cw_backward(
+    const at::Tensor& go_, const at::Tensor& x_, const at::Tensor& w_,
+    at::IntArrayRef stride, at::IntArrayRef padding, bool need_input,
+    bool need_weight) {
+  Geo g = make_geo(x_, w_, stride, padding, "backward");
+  TORCH_CHECK(go_.dim() == 5 && go_.size(0) == g.N && go_.size(1) == g.C &&
+                  go_.size(2) == g.To && go_.size(3) == g.Ho &&
+                  go_.size(4) == g.Wo,
+              "x3d_plugin_cpu::backward: grad_out has shape ", go_.sizes(),
+              ", expected [", g.N, ", ", g.C, ", ", g.To, ", ", g.Ho, ", ",
+              g.Wo, "]");
+  TORCH_CHECK(go_.scalar_type() == x_.scalar_type(),
+              "x3d_plugin_cpu::backward: grad_out dtype ", go_.scalar_type(),
+              " differs from the input's ", x_.scalar_type());
+  TORCH_CHECK(go_.device().is_cpu(),
+              "x3d_plugin_cpu::backward: grad_out must be on the CPU");
+  if (g.C < kL && g.C > 0) {
+    auto res = cw_backward(pad_channels(go_, 1), pad_channels(x_, 1),
+                           pad_channels(w_, 0), stride, padding, need_input,
+                           need_weight);
+    at::Tensor gi = std::get<0>(res), gw = std::get<1>(res);
+    if (need_input) gi = gi.narrow(1, 0, g.C).contiguous(kCL);
+    if (need_weight) gw = gw.narrow(0, 0, g.C).contiguous();
+    return {gi, gw};
+  }
+  at::Tensor gin = need_input
+                       ? at::empty(x_.sizes(), x_.options().memory_format(kCL))
+                       : at::empty({0}, x_.options());
+  at::Tensor gw = need_weight ? at::empty(w_.sizes(), w_.options())
+                              : at::empty({0}, w_.options());
+  if (need_weight && (go_.numel() == 0 || x_.numel() == 0)) gw.zero_();
+  if (need_input && go_.numel() == 0) gin.zero_();
+  if (go_.numel() == 0 || x_.numel() == 0) return {gin, gw};
+  at::Tensor go = go_.contiguous(kCL);
+  AT_DISPATCH_FLOATING_TYPES_AND(
+      at::kBFloat16, x_.scalar_type(), "x3d_cw_backward", [&] {
+        using A = typename Io<scalar_t>::A;
+        if (need_input) {
+          at::Tensor wt = weight_taps_c(w_);
+          grad_input_impl<scalar_t>(g, go.const_data_ptr<scalar_t>(),
+                                    wt.const_data_ptr<A>(),
+                                    gin.mutable_data_ptr<scalar_t>());
+        }
+        if (need_weight) {
+          at::Tensor x = x_.contiguous(kCL);
+          grad_weight_impl<scalar_t>(g, go.const_data_ptr<scalar_t>(),
+                                     x.const_data_ptr<scalar_t>(),
+                                     gw.mutable_data_ptr<scalar_t>());
+        }
+      });
+  return {gin, gw};
+}
+
+}  // namespace
+}  // namespace x3d_cw
+
+TORCH_LIBRARY(x3d_plugin_cpu, m) {
+  m.def("forward(Tensor x, Tensor w, int[] stride, int[] padding) -> Tensor");
+  m.def(
+      "backward(Tensor grad_out, Tensor x, Tensor w, int[] stride, "
+      "int[] padding, bool need_input, bool need_weight) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(x3d_plugin_cpu, CPU, m) {
+  m.impl("forward", &x3d_cw::cw_forward);
+  m.impl("backward", &x3d_cw::cw_backward);
+}
