@@ -348,7 +348,10 @@ class ChannelwiseConv3d(nn.Conv3d):
     * the extension is available and the fast path is switched on
       (:func:`set_fast_channelwise`),
     * the module is not being traced, scripted or exported to ONNX (those
-      record a standard ``conv3d``).
+      record a standard ``conv3d``),
+    * autograd will need the backward, or the dtype is bfloat16 (the
+      float forward is PyTorch's own inside the op too, so inference in
+      float skips the op).
 
     Otherwise it runs ``nn.Conv3d.forward``. On the fast path the output is
     channels-last-3d (NTHWC in memory) whatever the input's layout.
@@ -391,6 +394,14 @@ class ChannelwiseConv3d(nn.Conv3d):
                 and _fast_path_applies(x, self.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast_ok(x):
+        if self._fast_ok(x) and (self._needs_backward(x)
+                                 or x.dtype not in _ATEN_FORWARD_DTYPES):
             return _cw_conv3d_op(x, self.weight, self.stride, self.padding)
         return super().forward(x)
+
+    def _needs_backward(self, x) -> bool:
+        """Whether autograd will call the backward. Without it the float
+        forward is PyTorch's own either way (see ``_cw_conv3d_op``), so the
+        op is skipped."""
+        return torch.is_grad_enabled() and (x.requires_grad
+                                            or self.weight.requires_grad)
