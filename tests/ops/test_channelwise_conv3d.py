@@ -330,3 +330,24 @@ def test_torch_compile_inductor(fast):
     y = torch.compile(m, fullgraph=True)(x)
     y.sum().backward()
     torch.testing.assert_close(y, m(x))
+
+
+def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
+        fast):
+    """Float inference gains nothing from the op (its float forward is
+    F.conv3d), bf16 inference does (the forward is ours), training always
+    does (the backward is ours)."""
+    m = ChannelwiseConv3d(54, 3, padding=1)
+    x = torch.randn(2, 54, 4, 10, 10)
+    use = cw_mod._use_op
+    assert use(x, m.weight)  # training: the weight needs a gradient
+    with torch.no_grad():
+        assert not use(x, m.weight)
+        assert use(x.bfloat16(), m.weight.bfloat16())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert use(x, m.weight)
+            y = m(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=CL)
+    with torch.no_grad():
+        y = m(x)
+    torch.testing.assert_close(y, F.conv3d(x, m.weight, None, 1, 1, 1, 54))

@@ -169,6 +169,12 @@ def _ensure_loaded() -> bool:
         return _STATE['loaded']
 
 
+def _require_extension() -> None:
+    if not _ensure_loaded():
+        raise RuntimeError('x3d_plugin: channelwise conv3d extension is '
+                           f'unavailable: {extension_error()}')
+
+
 @torch.compiler.assume_constant_result
 def fast_channelwise_available() -> bool:
     """Whether the C++ extension is (or can be) built and loaded.
@@ -215,15 +221,13 @@ def _cw_conv3d_op(x: torch.Tensor, weight: torch.Tensor,
                   padding: Sequence[int]) -> torch.Tensor:
     if x.dtype in _ATEN_FORWARD_DTYPES and weight.dtype == x.dtype:
         # PyTorch's own channels-last forward (oneDNN) is about 2x faster
-        # than ours in float32 (tools/benchmark/op_speed.py); its backward
-        # is what is slow. In bfloat16 ours is faster on CPUs without
+        # than ours in float32 (measured at every X3D layer shape of
+        # tools/benchmark/op_speed.py); its backward is what is slow. In bfloat16 ours is faster on CPUs without
         # native bf16 arithmetic, so it keeps the forward there.
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
         return out.contiguous(memory_format=torch.channels_last_3d)
-    if not _ensure_loaded():
-        raise RuntimeError('x3d_plugin: channelwise conv3d extension is '
-                           f'unavailable: {extension_error()}')
+    _require_extension()
     return torch.ops.x3d_plugin_cpu.forward(x, weight, list(stride),
                                             list(padding))
 
@@ -243,9 +247,7 @@ def _cw_conv3d_backward_op(
         grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         stride: Sequence[int], padding: Sequence[int], need_input: bool,
         need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    if not _ensure_loaded():
-        raise RuntimeError('x3d_plugin: channelwise conv3d extension is '
-                           f'unavailable: {extension_error()}')
+    _require_extension()
     return torch.ops.x3d_plugin_cpu.backward(grad_out, x, weight,
                                              list(stride), list(padding),
                                              need_input, need_weight)
@@ -314,6 +316,20 @@ def _fast_path_applies(x, weight) -> bool:
             and _autocast_ok() and fast_channelwise_available())
 
 
+def _use_op(x, weight) -> bool:
+    """Whether the custom op runs: the fast path applies and the op does
+    what PyTorch's ``F.conv3d`` would not, i.e. autograd will need the
+    backward, or the convolution runs in bfloat16 (a bf16 input, or CPU
+    autocast, which :func:`_fast_path_applies` allows only to bf16), where
+    the op's forward is ours. A float forward without a backward is
+    PyTorch's inside the op as well, so the op is skipped."""
+    if not _fast_path_applies(x, weight):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return True
+    return x.dtype == torch.bfloat16 or torch.is_autocast_enabled('cpu')
+
+
 def channelwise_conv3d(x: torch.Tensor,
                        weight: torch.Tensor,
                        stride=1,
@@ -323,12 +339,13 @@ def channelwise_conv3d(x: torch.Tensor,
 
     Uses the fast CPU operator when it applies (CPU tensor of dtype
     float32/float64/bfloat16, extension available, fast path enabled, not
-    tracing/scripting/exporting); the output is then channels-last-3d.
-    Otherwise calls ``F.conv3d``.
+    tracing/scripting/exporting, and a backward to come or a bf16
+    convolution); the output is then channels-last-3d. Otherwise calls
+    ``F.conv3d``.
     """
     stride, padding = _triple(stride), _triple(padding)
-    if _fast_path_applies(x, weight) and (x.dtype == weight.dtype
-                                          or torch.is_autocast_enabled('cpu')):
+    if _use_op(x, weight) and (x.dtype == weight.dtype
+                               or torch.is_autocast_enabled('cpu')):
         return _cw_conv3d_op(x, weight, stride, padding)
     return F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
 
@@ -349,9 +366,9 @@ class ChannelwiseConv3d(nn.Conv3d):
       (:func:`set_fast_channelwise`),
     * the module is not being traced, scripted or exported to ONNX (those
       record a standard ``conv3d``),
-    * autograd will need the backward, or the dtype is bfloat16 (the
-      float forward is PyTorch's own inside the op too, so inference in
-      float skips the op).
+    * autograd will need the backward, or the convolution runs in bfloat16
+      (a bf16 input or CPU autocast); the float forward is PyTorch's own
+      inside the op too, so float inference skips the op.
 
     Otherwise it runs ``nn.Conv3d.forward``. On the fast path the output is
     channels-last-3d (NTHWC in memory) whatever the input's layout.
@@ -391,17 +408,9 @@ class ChannelwiseConv3d(nn.Conv3d):
                 and self.padding_mode == 'zeros'
                 and isinstance(self.padding, tuple)
                 and self.groups == self.in_channels == self.out_channels
-                and _fast_path_applies(x, self.weight))
+                and _use_op(x, self.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast_ok(x) and (self._needs_backward(x)
-                                 or x.dtype not in _ATEN_FORWARD_DTYPES):
+        if self._fast_ok(x):
             return _cw_conv3d_op(x, self.weight, self.stride, self.padding)
         return super().forward(x)
-
-    def _needs_backward(self, x) -> bool:
-        """Whether autograd will call the backward. Without it the float
-        forward is PyTorch's own either way (see ``_cw_conv3d_op``), so the
-        op is skipped."""
-        return torch.is_grad_enabled() and (x.requires_grad
-                                            or self.weight.requires_grad)
