@@ -9,14 +9,15 @@ from torch import nn
 
 from x3d_plugin.models import VARIANTS, build_x3d_recognizer, fuse_conv_bn
 from x3d_plugin.models.converters import convert_state_dict
-from x3d_plugin.models.converters.mmaction2 import mmaction2_recognizer_cfg
+from x3d_plugin.models.converters.mmaction2 import (mmaction2_can_build,
+                                                    mmaction2_recognizer_cfg)
 from x3d_plugin.ops import fast_channelwise_enabled, set_fast_channelwise
 from x3d_plugin.utils.benchmark import describe_machine  # noqa: F401
 
 
 def stock_archs():
-    """The variants that MMAction2's own X3D can build (width factor 2)."""
-    return tuple(n for n, v in VARIANTS.items() if v.width_factor == 2.0)
+    """The variants that MMAction2's own X3D can build."""
+    return tuple(n for n in VARIANTS if mmaction2_can_build(n))
 
 
 class Net(nn.Module):

@@ -2,6 +2,7 @@
 
 ``conv5`` sits in MMAction2's backbone; it moves to the head here.
 """
+from ..variants import get_variant
 from .base import BN, CheckpointFormat, register_format
 
 MMACTION2 = register_format(
@@ -31,18 +32,22 @@ MMACTION2 = register_format(
         ]))
 
 
+def mmaction2_can_build(arch: str) -> bool:
+    """Whether MMAction2's X3D can build the variant ``arch``: it starts
+    from width 24 (ours from 12 with width factor 2) and doubles it per
+    stage without X3D's rounding, so only variants of width factor 2."""
+    return get_variant(arch).width_factor == 2.0
+
+
 def mmaction2_recognizer_cfg(arch: str, num_classes: int, **head) -> dict:
     """Config of MMAction2's own ``Recognizer3D`` with its ``X3D`` and
     ``X3DHead`` for the variant ``arch`` (the network this format's
     checkpoints come from; used by the benchmarks and tests).
 
-    MMAction2's X3D starts from width 24 (ours from 12 with width factor
-    2) and doubles it per stage without X3D's rounding, so it builds the
-    variants of width factor 2 (XS, S, M, L) and not XL.
+    Only the variants :func:`mmaction2_can_build` (XS, S, M, L; not XL).
     """
-    from ..variants import get_variant
     variant = get_variant(arch)
-    if variant.width_factor != 2.0:
+    if not mmaction2_can_build(arch):
         raise ValueError(f'MMAction2\'s X3D cannot build X3D-{arch.upper()} '
                          f'(width factor {variant.width_factor}); it builds '
                          'the variants of width factor 2 only')
