@@ -119,8 +119,12 @@ def structure_of_state(state: Dict[str, Tensor]) -> Structure:
 def infer_arch(state: Dict[str, Tensor]) -> str:
     """The variant name (``'m'`` for the shared XS/S/M network) whose
     structure the converted ``state`` has."""
+    return _arch_of(structure_of_state(state))
+
+
+def _arch_of(structure: Structure) -> str:
     try:
-        return variant_of_structure(structure_of_state(state))
+        return variant_of_structure(structure)
     except UnknownArchError as err:
         raise ConversionError(str(err)) from err
 
@@ -163,7 +167,7 @@ def convert_state_dict(state: Dict[str, Tensor],
         converted['cls_head.fc1.weight'] = fc1.reshape(fc1.shape[0], -1)
     notes = fmt.postprocess(converted)
     structure = structure_of_state(converted)
-    arch = infer_arch(converted)
+    arch = _arch_of(structure)
     file_classes = converted['cls_head.fc_cls.weight'].shape[0] \
         if 'cls_head.fc_cls.weight' in converted else None
     if drop_classifier:
