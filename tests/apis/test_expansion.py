@@ -398,3 +398,30 @@ def test_real_search_of_one_step_locally_and_on_ray(tmp_path):
         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert 'acc/top1' in trained.stdout + trained.stderr
+
+
+def test_a_failed_candidate_is_recorded_and_left_out(tmp_path):
+    """A candidate whose run fails (crash, NaN, unreadable data) is kept
+    in the state with its error; the step goes on with the others, and a
+    new run does not retry it unless asked."""
+
+    class OneFails(Synthetic):
+
+        def run(self, jobs, on_progress=None):
+            for result in super().run(jobs):
+                if result['cid'] == 'step1-fast':
+                    result = dict(cid=result['cid'], wall_s=1.0,
+                                  error='training exited with code 1')
+                yield result
+
+    settings = Settings(start=Point(1, 8, 32), max_steps=1, num_classes=8,
+                        limits=Limits(max_clip_span=16, max_crop=64))
+    summary, _ = search(settings, tmp_path, OneFails())
+    failed = summary['candidates']['step1-fast']
+    assert 'J' not in failed and 'exited with code 1' in failed['error']
+    # fast would have been kept (expansion_synthetic's J); temporal is next.
+    assert summary['final']['cid'] != 'step1-fast'
+    assert len([r for r in summary['steps'][0]['candidates']
+                if 'J' in r]) == 5
+    again, launcher = search(settings, tmp_path)
+    assert launcher.calls == []
