@@ -126,6 +126,10 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='x3d_plugin.PreciseBNHook', num_iters=10, interval=4),
     dict(type='x3d_plugin.SkippedVideosHook'),
+    # As in _base_/default_runtime.py (a list replaces the base's whole;
+    # docs/fault_tolerance.md, "The hooks").
+    dict(type='x3d_plugin.NonFiniteLossHook', max_skips=0),
+    dict(type='x3d_plugin.PreemptionHook'),
 ]
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

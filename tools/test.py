@@ -3,6 +3,9 @@
 Example::
 
     python tools/test.py configs/x3d_m_k400.py x3d_m_k400.pth --dump out.pkl
+
+A wrong config, a damaged checkpoint or a video that cannot be decoded ends
+the run with one line, ``error: ...``, naming it and the fix (exit 1).
 """
 import json
 import os.path as osp
@@ -11,8 +14,11 @@ import x3d_plugin  # noqa: F401  (stack shims before MMEngine runs)
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from x3d_plugin.apis.config_check import check_config
 from x3d_plugin.apis.runner_args import (apply_runner_args,
+                                         errors_as_one_line,
                                          parse_runner_args, runner_parser)
+from x3d_plugin.datasets.video_dataset import worker_errors_unwrapped
 
 
 def parse_args(argv=None):
@@ -52,8 +58,12 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    with errors_as_one_line(), worker_errors_unwrapped():
+        # Before the runner: a wrong config stops here, with every problem
+        # listed and no work directory made.
+        check_config(cfg, mode='test')
+        runner = Runner.from_cfg(cfg)
+        metrics = runner.test()
     if runner.rank == 0:
         print('Test result: ' + json.dumps(
             {k: round(float(v), 4) for k, v in metrics.items()}), flush=True)

@@ -5,13 +5,23 @@ Examples::
     python tools/train.py configs/x3d_xs_demo.py
     python tools/train.py configs/x3d_m_k400.py --work-dir work_dirs/m --amp
     bash tools/dist_train.sh configs/x3d_m_k400.py 8
+
+A wrong config (every problem listed), a damaged or missing checkpoint, a
+full disk, a NaN loss or a bad annotation list ends the run with one line,
+``error: ...``, naming the file, key or iteration and the fix, and exit
+status 1. On SIGTERM (SLURM preemption or time limit, ``kill``) training
+saves ``iter_N.pth`` after the current iteration and exits with status 0;
+``--resume`` continues from it (docs/fault_tolerance.md).
 """
 import x3d_plugin  # noqa: F401  (stack shims before MMEngine runs)
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from x3d_plugin.apis.config_check import check_config
 from x3d_plugin.apis.runner_args import (apply_runner_args,
+                                         errors_as_one_line,
                                          parse_runner_args, runner_parser)
+from x3d_plugin.datasets.video_dataset import worker_errors_unwrapped
 
 
 def parse_args(argv=None):
@@ -24,7 +34,7 @@ def parse_args(argv=None):
         type=str,
         const='auto',
         help='resume from this checkpoint, or without a path from the latest '
-        'checkpoint in the work directory')
+        'checkpoint in the work directory (none there: start from scratch)')
     parser.add_argument(
         '--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument(
@@ -85,8 +95,12 @@ def _cuda_available():
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    with errors_as_one_line(), worker_errors_unwrapped():
+        # Before the runner: a wrong config stops here, with every problem
+        # listed and no work directory made.
+        check_config(cfg, mode='train')
+        runner = Runner.from_cfg(cfg)
+        runner.train()
     if runner.rank == 0:
         print(f'Training finished. Checkpoints and logs: {runner.work_dir}',
               flush=True)

@@ -26,15 +26,45 @@ file. Each shim is idempotent and leaves a working upstream alone.
    provide it and clash when both are installed); when neither is there,
    ``import x3d_plugin`` fails with :class:`MissingMMCVError`, which says
    which to install.
+6. MMEngine writes checkpoints and ``last_checkpoint`` in place, so a kill or
+   a full disk while saving leaves a truncated file where the last good one
+   was, and ``CheckpointHook`` deletes the oldest (or the previous best)
+   checkpoint *before* writing the new one. Local checkpoints
+   (``save_checkpoint`` in ``mmengine.runner`` and its ``checkpoint`` and
+   ``runner`` modules) and ``last_checkpoint`` are now written to a temporary
+   file in the same directory, fsync'ed and renamed over the target
+   (:func:`write_file_atomically`); the hook's deletions run after the new
+   file is in place; a full disk raises :class:`CheckpointWriteError`, which
+   names the file. Other storage backends are left to MMEngine.
+7. ``torch.load`` meets a truncated or damaged file with a miniz or pickle
+   error deep in a traceback, and loads a zip archive without checking its
+   CRCs. Local loads check the archive's directory and CRCs first and raise
+   :class:`CorruptCheckpointError` for a damaged file (also for one that
+   ``torch.load`` fails on and that is empty or no checkpoint at all),
+   naming the file, what is wrong and the newest checkpoints beside it.
+8. ``resume=True`` without ``load_from`` (``--resume`` without a path) in a
+   work directory without ``last_checkpoint`` logs "Auto resumed from the
+   latest checkpoint None." and trains from scratch. It now says in one line
+   that there is no checkpoint to resume and training starts from scratch;
+   a ``last_checkpoint`` naming a missing file, or an empty one, is an error
+   saying which checkpoint to pass instead.
 """
+import builtins
 import contextlib
 import contextvars
+import errno
+import glob
 import importlib.util
+import io
+import os
 import os.path as osp
 import pickle
+import secrets
 import sys
 import types
 import warnings
+import zipfile
+import zlib
 
 import torch
 
@@ -106,21 +136,34 @@ def load_local_checkpoint(filename, map_location=None):
 
     Returns:
         dict: The loaded object.
+
+    Raises:
+        MissingCheckpointError: when there is no such file.
+        CorruptCheckpointError: when the file is truncated or damaged.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(
+        raise MissingCheckpointError(
             f'checkpoint {filename!r} does not exist; check the path given '
             'to load_from / --checkpoint / init_cfg.checkpoint.')
-    if _TRUSTED_LOAD.get():
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
+    # Reading the CRCs costs about a tenth of the load itself.
+    damage = checkpoint_damage(filename)
+    if damage is not None:
+        raise CorruptCheckpointError(filename, damage)
     try:
+        if _TRUSTED_LOAD.get():
+            return torch.load(filename, map_location=map_location,
+                              weights_only=False)
         with torch.serialization.safe_globals(
                 _runner_checkpoint_safe_globals()):
             return torch.load(filename, map_location=map_location,
                               weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:
+        damage = checkpoint_damage(filename, err)
+        if damage is not None:
+            raise CorruptCheckpointError(filename, damage) from err
+        if not isinstance(err, pickle.UnpicklingError):
+            raise
         raise RuntimeError(
             f'{filename!r} holds objects other than tensors and MMEngine '
             'training state, so it is not loaded weights-only. If you wrote '
@@ -128,6 +171,368 @@ def load_local_checkpoint(filename, map_location=None):
             'PySlowFast, PyTorchVideo or MMAction2 X3D checkpoint, convert '
             'it with tools/convert_checkpoint.py first.\n'
             f'torch said: {err}') from err
+
+
+class MissingCheckpointError(FileNotFoundError):
+    """A checkpoint path (given, or read from ``last_checkpoint``) that
+    names no file."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file that is truncated or damaged.
+
+    Attributes:
+        filename (str): The file.
+        reason (str): What is wrong with it.
+    """
+
+    def __init__(self, filename: str, reason: str):
+        self.filename, self.reason = filename, reason
+        others = _other_checkpoints(filename)
+        hint = (f' (newest beside it: {", ".join(others)})'
+                if others else '')
+        super().__init__(
+            f'checkpoint {filename!r} is truncated or corrupt ({reason}); '
+            f'delete it and resume from or load an earlier one{hint}, or '
+            'copy/download it again')
+
+
+def _other_checkpoints(filename, limit=3):
+    """The newest other ``*.pth`` files beside ``filename``."""
+    folder = osp.dirname(osp.abspath(filename))
+    found = [
+        p for p in glob.glob(osp.join(glob.escape(folder), '*.pth'))
+        if osp.isfile(p) and not osp.samefile(p, filename)
+    ]
+    found.sort(key=osp.getmtime, reverse=True)
+    return found[:limit]
+
+
+_ZIP_MAGIC = b'PK\x03\x04'
+# torch.save's legacy format, and any pickle of protocol 2 or later.
+_PICKLE_PROTO = b'\x80'
+
+
+def _file_head(filename):
+    """Size and first 4 bytes of a file; None if it cannot be read."""
+    try:
+        size = os.path.getsize(filename)
+        with builtins.open(filename, 'rb') as f:
+            return size, f.read(4)
+    except OSError:
+        return None
+
+
+def _zip_damage(filename, size):
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError,
+            ValueError) as err:
+        return (f'{size} bytes, and its zip directory is missing or '
+                f'damaged, as when a write was cut short: {err}')
+    if bad is not None:
+        return f'record {bad!r} fails its CRC check'
+    return None
+
+
+def checkpoint_damage(filename: str, error: BaseException = None):
+    """What is wrong with the checkpoint file ``filename``, or None when it
+    looks whole.
+
+    A file of ``torch.save`` (a zip archive) is whole when its zip directory
+    is there and every record matches its CRC (``torch.load`` checks
+    neither, so a flipped bit in a tensor loads silently). Other files are
+    judged with the ``error`` that ``torch.load`` raised on them.
+
+    Args:
+        filename (str): The file.
+        error (BaseException, optional): What ``torch.load`` raised; None
+            to check a zip archive before loading it.
+
+    Returns:
+        str | None: A short reason.
+    """
+    head = _file_head(filename)
+    if head is None:
+        return None
+    size, magic = head
+    if size == 0:
+        return 'the file is empty'
+    if magic == _ZIP_MAGIC:
+        return _zip_damage(filename, size)
+    if error is None:
+        return None
+    if not magic.startswith(_PICKLE_PROTO):
+        return ('neither a torch.save zip archive nor a pickle (it starts '
+                f'with {magic!r})')
+    if isinstance(error, EOFError):
+        return f'{size} bytes of pickle that end early'
+    return None
+
+
+def write_file_atomically(data, filename: str) -> None:
+    """Write ``data`` to ``filename`` so that the file holds either its old
+    content or all of ``data``, whatever happens meanwhile.
+
+    The bytes go to a hidden temporary file in the same directory (so the
+    rename cannot cross file systems), are flushed and fsync'ed, and the
+    file is renamed over ``filename``; the directory is fsync'ed so the
+    rename itself survives a power cut. A failed write removes the temporary
+    file; a killed one leaves it, and the next write of the same file
+    removes it.
+
+    Args:
+        data (bytes | str | memoryview): The content; ``str`` is UTF-8.
+        filename (str): The target.
+
+    Raises:
+        CheckpointWriteError: when the disk (or the quota, or the
+            file-size limit) is full; ``filename`` is untouched.
+    """
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    filename = osp.abspath(filename)
+    folder, name = osp.split(filename)
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder, name)
+    temp = osp.join(folder, f'.{name}.{os.getpid()}-{secrets.token_hex(4)}'
+                    '.tmp')
+    # os.open with 0o666 keeps the umask's permissions, as open() does.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, filename)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            raise CheckpointWriteError(err.errno, filename) from err
+        raise
+    _fsync_directory(folder)
+
+
+def _remove_stale_temporaries(folder, name):
+    """Remove the temporary files of writes of ``name`` by processes of this
+    machine that are gone (killed while writing)."""
+    pattern = osp.join(glob.escape(folder), f'.{glob.escape(name)}.*.tmp')
+    for stale in glob.glob(pattern):
+        pid = osp.basename(stale)[len(name) + 2:].split('-')[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _fsync_directory(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not sync directories
+    finally:
+        os.close(fd)
+
+
+_DISK_FULL = {
+    errno.ENOSPC: 'no space left on the device',
+    errno.EDQUOT: 'the disk quota is exceeded',
+    errno.EFBIG: 'for this process: its file-size limit, `ulimit -f`, is '
+    'reached',
+}
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint (or ``last_checkpoint``) not written for want of space;
+    the file it was to replace is untouched."""
+
+    def __init__(self, error_number: int, filename: str):
+        folder = osp.dirname(filename)
+        super().__init__(
+            error_number,
+            f'checkpoint {filename!r} could not be written: the disk is full '
+            f'({_DISK_FULL[error_number]}). Free space in {folder!r} or give '
+            '--work-dir on a disk with room, then continue with '
+            '`tools/train.py CONFIG --resume`; the checkpoints written '
+            'before are untouched.', filename)
+
+    def __str__(self):
+        return self.strerror
+
+
+def _is_local_path(filename, backend_args=None):
+    from mmengine.fileio import LocalBackend, get_file_backend
+    if filename.startswith('pavi://'):
+        return False
+    return isinstance(
+        get_file_backend(filename, backend_args=backend_args), LocalBackend)
+
+
+def _patch_checkpoint_saving():
+    import mmengine.runner
+    from mmengine.hooks import checkpoint_hook
+    from mmengine.runner import checkpoint, runner
+
+    original = checkpoint.save_checkpoint
+    if getattr(original, '_x3d_plugin_patched', False):
+        return
+
+    def save_checkpoint(checkpoint,
+                        filename,
+                        file_client_args=None,
+                        backend_args=None):
+        if file_client_args is not None or not _is_local_path(
+                filename, backend_args):
+            return original(checkpoint, filename, file_client_args,
+                            backend_args)
+        with io.BytesIO() as buffer:
+            torch.save(checkpoint, buffer)
+            with buffer.getbuffer() as data:
+                write_file_atomically(data, filename)
+
+    save_checkpoint._x3d_plugin_patched = True
+    save_checkpoint.__doc__ = original.__doc__
+    # Runner.save_checkpoint calls the name it imported into its module;
+    # CheckpointHook._publish_model imports it from the package.
+    for module in (checkpoint, runner, mmengine.runner):
+        module.save_checkpoint = save_checkpoint
+
+    # CheckpointHook writes last_checkpoint with the builtin open(); a module
+    # global of that name is found first.
+    checkpoint_hook.open = _open_last_checkpoint_atomically
+    hook = checkpoint_hook.CheckpointHook
+    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
+        setattr(hook, name, _removing_after_saving(getattr(hook, name)))
+
+
+class _AtomicTextFile(io.StringIO):
+    """A text file for writing that reaches the disk on a clean close only,
+    through :func:`write_file_atomically`."""
+
+    def __init__(self, filename):
+        super().__init__()
+        self.filename = filename
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            write_file_atomically(self.getvalue(), self.filename)
+        return super().__exit__(kind, value, traceback)
+
+
+def _open_last_checkpoint_atomically(file, mode='r', *args, **kwargs):
+    if mode == 'w' and osp.basename(str(file)) == 'last_checkpoint':
+        return _AtomicTextFile(file)
+    return builtins.open(file, mode, *args, **kwargs)
+
+
+class _DeferredRemoval:
+    """A file backend whose ``remove``/``rmtree`` are noted, to be done by
+    :meth:`apply` once the new checkpoint is safely written."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self._noted = []
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def _identity(self, path):
+        try:
+            stat = os.stat(path)
+        except (OSError, TypeError, ValueError):
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    def remove(self, path):
+        self._noted.append(('remove', path, self._identity(path)))
+
+    def rmtree(self, path):
+        self._noted.append(('rmtree', path, self._identity(path)))
+
+    def apply(self):
+        for method, path, identity in self._noted:
+            # A path written again meanwhile holds the new checkpoint.
+            if self._identity(path) == identity:
+                getattr(self._backend, method)(path)
+
+
+def _removing_after_saving(method):
+    if getattr(method, '_x3d_plugin_patched', False):
+        return method
+
+    def wrapper(self, runner, *args, **kwargs):
+        backend = self.file_backend
+        deferred = _DeferredRemoval(backend)
+        self.file_backend = deferred
+        try:
+            result = method(self, runner, *args, **kwargs)
+        finally:
+            self.file_backend = backend
+        deferred.apply()
+        return result
+
+    wrapper._x3d_plugin_patched = True
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+def _read_last_checkpoint(work_dir):
+    """The path in ``work_dir/last_checkpoint``: None without the file."""
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(path):
+        return None
+    with builtins.open(path) as f:
+        return f.read().strip()
+
+
+def _patch_auto_resume():
+    from mmengine.runner import Runner
+
+    original = Runner.load_or_resume
+    if getattr(original, '_x3d_plugin_patched', False):
+        return
+
+    def load_or_resume(self):
+        if not self._has_loaded and self._resume and self._load_from is None:
+            latest = _read_last_checkpoint(self.work_dir)
+            pointer = osp.join(self.work_dir, 'last_checkpoint')
+            if latest is None:
+                self.logger.info(
+                    f'Resume: no checkpoint in {self.work_dir} (no '
+                    'last_checkpoint file), so training starts from scratch.')
+                self._resume = False
+            elif not latest:
+                raise MissingCheckpointError(
+                    f'{pointer} is empty, so the checkpoint to resume is '
+                    'unknown; pass one with --resume PATH (the newest '
+                    f'{osp.basename(self.work_dir)}/*.pth) or delete '
+                    f'{pointer} to start from scratch')
+            elif _is_local_path(latest) and not osp.isfile(latest):
+                raise MissingCheckpointError(
+                    f'{pointer} names {latest!r}, which does not exist; pass '
+                    'an existing checkpoint with --resume PATH or delete '
+                    f'{pointer} to start from scratch')
+        return original(self)
+
+    load_or_resume._x3d_plugin_patched = True
+    load_or_resume.__doc__ = original.__doc__
+    Runner.load_or_resume = load_or_resume
 
 
 def _patch_checkpoint_loader():
@@ -230,5 +635,7 @@ def apply():
     _silence_mmcv_lite_warning()
     _install_drn_placeholder()
     _patch_checkpoint_loader()
+    _patch_checkpoint_saving()
+    _patch_auto_resume()
     _patch_cpu_distributed()
     _APPLIED = True

@@ -21,6 +21,11 @@ custom_hooks = [
     # PySlowFast BN.USE_PRECISE_STATS / BN.NUM_BATCHES_PRECISE = 200.
     dict(type='x3d_plugin.PreciseBNHook', num_iters=200, interval=1),
     dict(type='x3d_plugin.SkippedVideosHook'),
+    # Stop at a NaN/inf loss before it reaches the weights; on SIGTERM save
+    # iter_N.pth and exit 0. A config that sets its own custom_hooks must
+    # list these two again (docs/fault_tolerance.md, "The hooks").
+    dict(type='x3d_plugin.NonFiniteLossHook', max_skips=0),
+    dict(type='x3d_plugin.PreemptionHook'),
 ]
 
 env_cfg = dict(

@@ -1,10 +1,28 @@
 """The command-line arguments that ``tools/train.py`` and ``tools/test.py``
-share (MMAction2's names), and how they change a config."""
+share (MMAction2's names), how they change a config, and how the tools
+report the errors whose message says what to do."""
 import argparse
+import contextlib
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import DictAction
+from mmengine.dist import get_rank, get_world_size
+
+from x3d_plugin.compat import (CheckpointWriteError, CorruptCheckpointError,
+                               MissingCheckpointError)
+from x3d_plugin.datasets import AnnotationError
+from x3d_plugin.datasets.video_io import VideoDecodeError
+from x3d_plugin.engine import NonFiniteLossError
+from .config_check import ConfigError
+
+# Each names the file, line, config key or iteration and the fix; a
+# traceback adds nothing. (Config and annotation errors list one problem a
+# line.)
+ONE_LINE_ERRORS = (CheckpointWriteError, CorruptCheckpointError,
+                   MissingCheckpointError, NonFiniteLossError, ConfigError,
+                   AnnotationError, VideoDecodeError)
 
 
 def runner_parser(description: str, work_dir_help: str,
@@ -48,3 +66,16 @@ def apply_runner_args(cfg, args):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
+
+
+@contextlib.contextmanager
+def errors_as_one_line():
+    """Inside this block, an error of :data:`ONE_LINE_ERRORS` ends the
+    process with ``error: MESSAGE`` on stderr and exit status 1 instead of a
+    traceback (each process of a distributed run says which it is)."""
+    try:
+        yield
+    except ONE_LINE_ERRORS as err:
+        where = f'[rank {get_rank()}] ' if get_world_size() > 1 else ''
+        print(f'{where}error: {err}', file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

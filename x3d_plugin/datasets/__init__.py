@@ -1,5 +1,10 @@
+from .annotations import (AnnotationError, read_annotation_list,
+                          read_label_map)
 from .transforms import *  # noqa: F401,F403
-from .video_dataset import AnnotationError, CheckedVideoDataset
+from .video_dataset import CheckedVideoDataset
 from .video_io import MissingPackageError
 
-__all__ = ['AnnotationError', 'CheckedVideoDataset', 'MissingPackageError']
+__all__ = [
+    'AnnotationError', 'CheckedVideoDataset', 'MissingPackageError',
+    'read_annotation_list', 'read_label_map'
+]

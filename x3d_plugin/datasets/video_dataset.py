@@ -1,14 +1,20 @@
-"""A video dataset whose annotation list is checked before training."""
+"""A video dataset whose annotation list is checked before training, and
+the unwrapping of data-loader workers' errors."""
+import contextlib
 import os.path as osp
+import re
 from typing import List
 
 from mmaction.datasets import VideoDataset
 
 from x3d_plugin.registry import DATASETS
+from .annotations import (AnnotationError, annotation_entries, label_problem,
+                          problems_error)
+from .video_io import VideoDecodeError
 
-
-class AnnotationError(ValueError):
-    """A bad annotation file or line."""
+__all__ = [
+    'AnnotationError', 'CheckedVideoDataset', 'worker_errors_unwrapped'
+]
 
 
 @DATASETS.register_module()
@@ -18,6 +24,11 @@ class CheckedVideoDataset(VideoDataset):
     iteration: a missing list, a missing video, a label that is not an
     integer or not in ``0..num_classes-1`` is an error naming the list file
     and line (up to 10 listed), instead of a crash hours into an epoch.
+
+    The list is read as UTF-8 whatever the locale, and written-by-hand
+    forms are accepted: CRLF line ends, a byte order mark, trailing spaces,
+    blank lines, names with spaces or non-ASCII letters (see
+    :func:`x3d_plugin.datasets.annotations.read_annotation_list`).
 
     Args:
         num_classes (int): Classes of the label set; labels must be below.
@@ -41,42 +52,51 @@ class CheckedVideoDataset(VideoDataset):
                 'tools/data/kinetics/build_file_list.py (see README.md, '
                 '"Kinetics-400"); or point ann_file / data_prefix at your own '
                 'data with --cfg-options.')
-        data_list, problems = [], []
+        data_list = []
+        entries, problems = annotation_entries(self.ann_file, self.delimiter)
         prefix = self.data_prefix['video']
-        with open(self.ann_file) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                parts = line.strip().rsplit(self.delimiter, 1)
-                where = f'{self.ann_file}:{lineno}'
-                if len(parts) != 2:
-                    problems.append(f'{where}: expected "path label", got '
-                                    f'{line.strip()!r}')
-                    continue
-                name, label = parts
-                try:
-                    label = int(label)
-                except ValueError:
-                    problems.append(f'{where}: label {label!r} is not an '
-                                    'integer')
-                    continue
-                if not 0 <= label < self.num_classes:
-                    problems.append(f'{where}: label {label} is outside '
-                                    f'0..{self.num_classes - 1}')
-                    continue
-                filename = osp.join(prefix, name) if prefix else name
-                if self.check_files and not osp.isfile(filename):
-                    problems.append(f'{where}: video {filename!r} not found')
-                    continue
-                data_list.append(dict(filename=filename, label=label))
+        for lineno, name, label in entries:
+            where = f'{self.ann_file}:{lineno}'
+            problem = label_problem(self.ann_file, lineno, label,
+                                    self.num_classes)
+            if problem:
+                problems.append(problem)
+                continue
+            filename = osp.join(prefix, name) if prefix else name
+            if self.check_files and not osp.isfile(filename):
+                problems.append(f'{where}: video {filename!r} not found')
+                continue
+            data_list.append(dict(filename=filename, label=label))
         if problems:
-            shown = '\n  '.join(problems[:10])
-            more = f'\n  ... and {len(problems) - 10} more' if len(
-                problems) > 10 else ''
-            raise AnnotationError(
-                f'{len(problems)} bad lines in {self.ann_file}:\n  '
-                f'{shown}{more}')
+            raise problems_error(self.ann_file, problems)
         if not data_list:
             raise AnnotationError(f'annotation list {self.ann_file!r} is '
                                   'empty')
         return data_list
+
+
+@contextlib.contextmanager
+def worker_errors_unwrapped():
+    """Inside this block, a :class:`VideoDecodeError` or
+    :class:`AnnotationError` raised in a data-loader worker reaches the
+    caller with its own message.
+
+    PyTorch re-raises a worker's error in the main process with the worker's
+    whole traceback as the message ("Caught VideoDecodeError in DataLoader
+    worker process 0. Original Traceback ..."); the error's own message,
+    which names the file and the fix, is its last part.
+    """
+    try:
+        yield
+    except (VideoDecodeError, AnnotationError) as err:
+        message = str(err)
+        if 'in DataLoader worker process' not in message:
+            raise
+        name = type(err).__name__
+        # The last "...Name: message" line starts the message (an earlier
+        # one may be the error's cause, e.g. PyAV's).
+        found = list(
+            re.finditer(rf'^(?:[\w.]+\.)?{name}: ', message, re.MULTILINE))
+        if not found:
+            raise
+        raise type(err)(message[found[-1].end():].strip()) from None

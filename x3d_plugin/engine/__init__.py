@@ -1,6 +1,10 @@
-from .hooks import FuseConvBNHook, PreciseBNHook, SkippedVideosHook
+from .hooks import (FuseConvBNHook, NonFiniteLossError, NonFiniteLossHook,
+                    PreciseBNHook, PreemptionHook, SkippedVideosHook,
+                    TrainingPreempted)
 from .schedulers import WarmupCosineLR
 
 __all__ = [
-    'FuseConvBNHook', 'PreciseBNHook', 'SkippedVideosHook', 'WarmupCosineLR'
+    'FuseConvBNHook', 'NonFiniteLossError', 'NonFiniteLossHook',
+    'PreciseBNHook', 'PreemptionHook', 'SkippedVideosHook',
+    'TrainingPreempted', 'WarmupCosineLR'
 ]

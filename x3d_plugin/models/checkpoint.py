@@ -4,13 +4,22 @@ Every load of weights in the package goes through here: the backbone's
 ``init_cfg=dict(type='Pretrained', ...)``, :func:`x3d_plugin.apis.
 init_recognizer` and the converters. Files are read by MMEngine's
 ``_load_checkpoint``, whose local-file scheme :mod:`x3d_plugin.compat` makes
-weights-only.
+weights-only; a truncated or damaged file raises
+:class:`CorruptCheckpointError` naming it.
 """
 from typing import Dict, Mapping
 
 from mmengine.runner.checkpoint import (_load_checkpoint,
                                         _load_checkpoint_with_prefix)
 from torch import Tensor, nn
+
+from x3d_plugin.compat import CorruptCheckpointError
+
+__all__ = [
+    'CheckpointMismatchError', 'CorruptCheckpointError',
+    'describe_mismatch', 'extract_state_dict', 'load_checkpoint_strict',
+    'load_state_dict_checked'
+]
 
 _HINT = ('Convert official PySlowFast / PyTorchVideo / MMAction2 X3D weights '
          'with tools/convert_checkpoint.py, and check that the config\'s arch '
@@ -96,6 +105,7 @@ def load_checkpoint_strict(module: nn.Module,
     Raises:
         CheckpointMismatchError: for a file without the prefix or whose
             tensors do not fit.
+        CorruptCheckpointError: for a truncated or damaged file.
     """
     if prefix:
         try:

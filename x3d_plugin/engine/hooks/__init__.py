@@ -1,7 +1,11 @@
 from .fuse_conv_bn import FuseConvBNHook
+from .non_finite_loss import NonFiniteLossError, NonFiniteLossHook
 from .precise_bn import PreciseBNHook, update_bn_stats
+from .preemption import PreemptionHook, TrainingPreempted
 from .skipped_videos import SkippedVideosHook
 
 __all__ = [
-    'FuseConvBNHook', 'PreciseBNHook', 'SkippedVideosHook', 'update_bn_stats'
+    'FuseConvBNHook', 'NonFiniteLossError', 'NonFiniteLossHook',
+    'PreciseBNHook', 'PreemptionHook', 'SkippedVideosHook',
+    'TrainingPreempted', 'update_bn_stats'
 ]
