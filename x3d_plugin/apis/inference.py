@@ -16,8 +16,10 @@ from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from x3d_plugin.compat import MissingCheckpointError
 from x3d_plugin.models import fuse_conv_bn as fold_all_bn
 from x3d_plugin.models.checkpoint import (CheckpointMismatchError,
+                                          CorruptCheckpointError,
                                           load_checkpoint_strict)
 
 
@@ -32,7 +34,12 @@ def init_recognizer(config: Union[str, Config],
     """Build the recognizer of ``config`` and load ``checkpoint`` strictly
     (every tensor must fit, else an error lists what does not). With
     ``fuse_conv_bn`` the BN layers are folded into the convolutions (same
-    outputs, faster; see :func:`x3d_plugin.models.fuse_conv_bn`)."""
+    outputs, faster; see :func:`x3d_plugin.models.fuse_conv_bn`).
+
+    Raises:
+        InferenceError: for a checkpoint that is missing, truncated or
+            damaged or does not fit the model, naming the file.
+    """
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     init_default_scope(cfg.get('default_scope', 'mmaction'))
     from mmaction.registry import MODELS
@@ -42,7 +49,8 @@ def init_recognizer(config: Union[str, Config],
     if checkpoint is not None:
         try:
             load_checkpoint_strict(model, checkpoint)
-        except CheckpointMismatchError as err:
+        except (CheckpointMismatchError, CorruptCheckpointError,
+                MissingCheckpointError) as err:
             raise InferenceError(str(err)) from err
     model.cfg = cfg
     model = model.to(device).eval()
@@ -165,6 +173,12 @@ def predict_timeline(model: nn.Module,
     rest = Compose(steps[at[0] + 1:])
     info = opener(dict(filename=video, label=-1, start_index=0,
                        modality='RGB'))
+    shared = None
+    if _reusable(info.get('video_reader')):
+        # One reader for all windows: opening one reads the file's whole
+        # packet index, which per window would make the timeline
+        # quadratic in the video's length.
+        shared = info['video_reader'] = _SharedReader(info['video_reader'])
     total, file_fps = info['total_frames'], info.get('avg_fps') or 0.0
     # Sampling uses the file's rate as the sampler does (0: unknown); the
     # times in seconds need one, so a file without a rate counts 30 fps.
@@ -177,26 +191,68 @@ def predict_timeline(model: nn.Module,
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(starts))
     windows = []
-    for start in starts:
-        inds = clip_frame_indices(sampler, start, total, file_fps)
-        results = opener(dict(filename=video, label=-1, start_index=0,
-                              modality='RGB'))
-        results.update(frame_inds=inds, clip_len=sampler.clip_len,
-                       frame_interval=sampler.frame_interval, num_clips=1)
-        scores = _run(model, rest, results)
-        top = int(scores.argmax())
-        windows.append(
-            dict(start=float(start / fps),
-                 end=float(min(start + span, total) / fps),
-                 top1=top,
-                 label=label_names[top] if label_names else str(top),
-                 score=float(scores[top]),
-                 scores=scores.tolist()))
-        if bar is not None:
-            bar.update()
+    try:
+        for start in starts:
+            inds = clip_frame_indices(sampler, start, total, file_fps)
+            if shared is not None:
+                results = dict(info)
+            else:  # a reader of unknown state: a fresh one per window
+                results = opener(dict(filename=video, label=-1,
+                                      start_index=0, modality='RGB'))
+            results.update(frame_inds=inds, clip_len=sampler.clip_len,
+                           frame_interval=sampler.frame_interval,
+                           num_clips=1)
+            scores = _run(model, rest, results)
+            top = int(scores.argmax())
+            windows.append(
+                dict(start=float(start / fps),
+                     end=float(min(start + span, total) / fps),
+                     top1=top,
+                     label=label_names[top] if label_names else str(top),
+                     score=float(scores[top]),
+                     scores=scores.tolist()))
+            if bar is not None:
+                bar.update()
+    finally:
+        if shared is not None:
+            shared.release()
     if bar is not None:
         print()
     return windows
+
+
+def _reusable(reader) -> bool:
+    """Whether ``reader`` returns the same frames whatever it read before:
+    the plugin's :class:`SparseVideoReader` and decord's ``VideoReader``
+    (random access by frame index). Others, e.g. a PyAV container that
+    MMAction2's ``PyAVDecode`` decodes on from where it is, are opened
+    afresh for every window."""
+    from x3d_plugin.datasets.transforms import SparseVideoReader
+    return (isinstance(reader, SparseVideoReader)
+            or type(reader).__module__.split('.')[0] == 'decord')
+
+
+class _SharedReader:
+    """A video reader lent to one window after another: the decode step's
+    ``close()`` after each window is ignored; :meth:`release` closes it at
+    the end. Everything else is the reader's."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
+
+    def __len__(self):
+        return len(self._reader)
+
+    def close(self) -> None:
+        """Kept open for the next window."""
+
+    def release(self) -> None:
+        close = getattr(self._reader, 'close', None)
+        if close is not None:
+            close()
 
 
 def plot_timeline(windows: List[Dict], path: str, num_lines: int = 5,
