@@ -222,8 +222,9 @@ def _cw_conv3d_op(x: torch.Tensor, weight: torch.Tensor,
     if x.dtype in _ATEN_FORWARD_DTYPES and weight.dtype == x.dtype:
         # PyTorch's own channels-last forward (oneDNN) is about 2x faster
         # than ours in float32 (measured at every X3D layer shape of
-        # tools/benchmark/op_speed.py); its backward is what is slow. In bfloat16 ours is faster on CPUs without
-        # native bf16 arithmetic, so it keeps the forward there.
+        # tools/benchmark/op_speed.py); its backward is what is slow. In
+        # bfloat16 ours is faster on CPUs without native bf16 arithmetic,
+        # so it keeps the forward there.
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
         return out.contiguous(memory_format=torch.channels_last_3d)
