@@ -1,9 +1,11 @@
 """Save the training state and exit when the job is told to stop (SIGTERM
 from SLURM, Kubernetes or ``kill``), so ``--resume`` continues from the
 iteration where it stopped."""
+import atexit
 import functools
 import itertools
 import logging
+import multiprocessing
 import os.path as osp
 import signal
 import threading
@@ -19,10 +21,35 @@ from x3d_plugin.compat import write_file_atomically
 from x3d_plugin.registry import HOOKS
 from .non_finite_loss import where_in_training
 
+# _kill_workers_at_exit is registered once per process.
+_EXIT_HANDLER_REGISTERED = False
+
 
 class TrainingPreempted(SystemExit):
     """Training stopped on a signal after saving its state; as a
     ``SystemExit`` it ends the process with the hook's ``exit_code``."""
+
+
+def _kill_workers_at_exit() -> None:
+    """Stop data-loader workers with SIGKILL when the process exits.
+
+    multiprocessing's exit handler stops daemonic children with SIGTERM
+    and waits for them; the workers ignore SIGTERM (below), so that wait
+    would never end for workers still alive at exit (persistent workers,
+    or a run ended by an exception). The process is ending, so nothing of
+    theirs is needed.
+    """
+    children = [c for c in multiprocessing.active_children() if c.daemon]
+    if not children:
+        return
+    # PyTorch's SIGCHLD handler would report each killed worker as a
+    # failure (an exception in the middle of this handler).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout=5)
 
 
 def _ignore_signals_in_worker(signals, worker_init_fn, worker_id):
@@ -145,6 +172,12 @@ class PreemptionHook(Hook):
                 'PreemptionHook: training runs outside the main thread, '
                 'where Python cannot handle signals; it will not save on '
                 f'{"/".join(self.signals)}.')
+        global _EXIT_HANDLER_REGISTERED
+        if not _EXIT_HANDLER_REGISTERED:
+            # Registered after multiprocessing's own handler, so it runs
+            # first (atexit runs handlers last-in, first-out).
+            atexit.register(_kill_workers_at_exit)
+            _EXIT_HANDLER_REGISTERED = True
         loops = [runner.train_loop, runner.val_loop]
         for loop in filter(None, loops):
             loader = loop.dataloader
