@@ -15,7 +15,8 @@ from x3d_plugin.datasets.demo_data import generate
 CONFIGS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob('*.py')
     if '_base_' not in p.parts)
-K400 = [c for c in CONFIGS if 'k400' in c]
+# Configs trained on Kinetics-400: the dataset is the name's last part.
+K400 = [c for c in CONFIGS if c.rsplit('_', 1)[-1].startswith('k400')]
 DEMO = str(ROOT / 'configs' / 'x3d_xs_demo.py')
 
 

@@ -128,6 +128,8 @@ def _check_model(model: Dict) -> List[str]:
         structure = x3d_structure(resolve_factors(arch))
     except (UnknownArchError, TypeError) as err:
         return [f'model.backbone.arch: {err}']
+    if model.get('neck'):
+        return []  # the head reads the neck's output, not a stage
     # The head reads the last feature map the backbone returns.
     in_width = structure.head_in_channels
     out_indices = backbone.get('out_indices')
