@@ -19,6 +19,7 @@ import sys
 from x3d_plugin.apis import (InferenceError, init_recognizer,
                              plot_timeline, predict_timeline, predict_video,
                              read_label_map)
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 
 def parse_args(argv=None):
@@ -45,6 +46,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Large tensors are freed and allocated again every step: keep the
+    # memory in the process (x3d_plugin/utils/malloc.py).
+    keep_freed_memory()
     try:
         model = init_recognizer(args.config, args.checkpoint, args.device,
                                 fuse_conv_bn=args.fuse_conv_bn)

@@ -19,6 +19,7 @@ from x3d_plugin.apis.runner_args import (apply_runner_args,
                                          errors_as_one_line,
                                          parse_runner_args, runner_parser)
 from x3d_plugin.datasets.video_dataset import worker_errors_unwrapped
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 
 def parse_args(argv=None):
@@ -57,6 +58,9 @@ def merge_args(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Large tensors are freed and allocated again every step: keep the
+    # memory in the process (x3d_plugin/utils/malloc.py).
+    keep_freed_memory()
     cfg = merge_args(Config.fromfile(args.config), args)
     with errors_as_one_line(), worker_errors_unwrapped():
         # Before the runner: a wrong config stops here, with every problem

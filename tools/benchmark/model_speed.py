@@ -36,6 +36,7 @@ from x3d_plugin.apis.benchmark import (BASELINE, INFERENCE_ONLY,
                                        describe_machine, model_variants,
                                        sync, time_train_step)
 from x3d_plugin.models import VARIANTS
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 
 def clip_of(arch):
@@ -136,6 +137,7 @@ def main(argv=None):
                         help='measure peak training memory at this batch')
     parser.add_argument('--memory-child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as tools/train.py does
     if args.memory_child:
         arch, name, batch, device = args.memory_child
         print(json.dumps(peak_train_memory(arch, name, int(batch), device)))

@@ -32,6 +32,7 @@ from x3d_plugin.models import VARIANTS
 from x3d_plugin.ops import (ChannelwiseConv3d, extension_error,
                             fast_channelwise_available, set_fast_channelwise)
 from x3d_plugin.utils.benchmark import describe_machine
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 K3, S1, S2, P1 = (3, 3, 3), (1, 1, 1), (1, 2, 2), (1, 1, 1)
 STEM = ((5, 1, 1), (1, 1, 1), (2, 0, 0))
@@ -135,6 +136,7 @@ def main(argv=None):
                         help='timed rounds per shape (default 7, quick 2; '
                         'fewer where aten takes seconds)')
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as tools/train.py does
     if args.threads:
         torch.set_num_threads(args.threads)
     if not fast_channelwise_available():

@@ -18,6 +18,7 @@ from x3d_plugin.apis.benchmark import (BASELINE, build_pair,
                                        describe_machine, model_variants,
                                        stock_archs, time_train_step)
 from x3d_plugin.models import VARIANTS
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 
 def profile_step(model, x, y, device, top):
@@ -45,6 +46,7 @@ def main(argv=None):
     parser.add_argument('--top', type=int, default=8)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as tools/train.py does
     torch.manual_seed(0)
     frames, size = (VARIANTS[args.arch].num_frames,
                     VARIANTS[args.arch].train_crop)

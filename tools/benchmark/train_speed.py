@@ -28,6 +28,7 @@ from pathlib import Path
 from x3d_plugin.apis.benchmark import (describe_machine, stock_archs,
                                        stock_train_pipeline)
 from x3d_plugin.models.converters.mmaction2 import mmaction2_recognizer_cfg
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +119,7 @@ def main(argv=None):
     parser.add_argument('--skip', type=int, default=5)
     parser.add_argument('--child', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as tools/train.py does
     if args.child:
         kind, data_root, ann_file = args.child
         return child(kind, args.arch, data_root, ann_file, args)

@@ -23,3 +23,11 @@ def cpu_info() -> Tuple[str, Tuple[str, ...]]:
     except OSError:
         pass
     return model or platform.processor() or platform.machine(), flags
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes in bfloat16 (AVX512-BF16, AMX-BF16, or
+    Arm's BF16 instructions); elsewhere PyTorch converts every bf16 value
+    to float32 and back around each operation."""
+    flags = set(cpu_info()[1])
+    return bool(flags & {'avx512_bf16', 'amx_bf16', 'bf16'})
