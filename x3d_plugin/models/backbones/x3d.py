@@ -35,6 +35,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from x3d_plugin.ops import ChannelwiseConv3d
 from x3d_plugin.registry import MODELS
 from ..checkpoint import load_checkpoint_strict
+from ..precision import cpu_bf16_as_fp32
 from ..variants import (BASE_STAGE_BLOCKS, resolve_factors, round_width,
                         x3d_structure)
 
@@ -385,7 +386,14 @@ class X3D(BaseModule):
                 param.requires_grad = False
 
     def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
-        """Stage features of a clip batch ``N x C x T x H x W``."""
+        """Stage features of a clip batch ``N x C x T x H x W``.
+
+        Under CPU bf16 autocast on a CPU without bf16 instructions it runs
+        in float32 (:mod:`x3d_plugin.models.precision`)."""
+        with cpu_bf16_as_fp32(x) as x:
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         x = self.stem(x)

@@ -6,6 +6,7 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from x3d_plugin.registry import MODELS
+from ..precision import cpu_bf16_as_fp32
 
 
 @MODELS.register_module()
@@ -78,9 +79,15 @@ class X3DHead(BaseHead):
 
     def forward(self, x: Union[Tensor, Sequence[Tensor]], **kwargs) -> Tensor:
         """Class scores ``N x num_classes`` of backbone features; with
-        several backbone outputs the last (deepest) is used."""
+        several backbone outputs the last (deepest) is used. Under CPU
+        bf16 autocast on a CPU without bf16 instructions it runs in float32
+        (:mod:`x3d_plugin.models.precision`)."""
         if isinstance(x, (tuple, list)):
             x = x[-1]
+        with cpu_bf16_as_fp32(x) as x:
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn5(self.conv5(x)))
         x = x.mean(dim=(2, 3, 4))
         x = self.relu(self.fc1(x))

@@ -1,0 +1,66 @@
+"""CPU bf16 autocast: float32 on CPUs without bf16 instructions, bf16 where
+the CPU has them or emulation is asked for."""
+import warnings
+
+import pytest
+import torch
+
+import x3d_plugin.models.precision as precision
+from x3d_plugin.models.backbones.x3d import X3D
+from x3d_plugin.models.heads.x3d_head import X3DHead
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    backbone = X3D(arch='xs').eval()
+    head = X3DHead(num_classes=5, in_channels=192, mid_channels=432).eval()
+    return backbone, head
+
+
+def run(model, x):
+    backbone, head = model
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        feats = backbone(x)
+        return feats, head(feats)
+
+
+@pytest.fixture
+def x():
+    return torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_without_bf16_instructions_runs_float32(model, x, monkeypatch):
+    monkeypatch.setattr(precision, 'native_bf16', lambda: False)
+    monkeypatch.delenv('X3D_PLUGIN_CPU_BF16', raising=False)
+    monkeypatch.setattr(precision, '_WARNED', [False])
+    with pytest.warns(UserWarning, match='X3D_PLUGIN_CPU_BF16=emulate'):
+        feats, scores = run(model, x)
+    assert feats.dtype == scores.dtype == torch.float32
+    with torch.no_grad():
+        ref_feats = model[0](x)
+        ref_scores = model[1](ref_feats)
+    assert torch.equal(feats, ref_feats)
+    assert torch.equal(scores, ref_scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # warned once per process
+        run(model, x)
+
+
+@pytest.mark.parametrize('native,env', [(True, ''), (False, 'emulate')])
+def test_bf16_where_native_or_asked(model, x, monkeypatch, native, env):
+    monkeypatch.setattr(precision, 'native_bf16', lambda: native)
+    monkeypatch.setenv('X3D_PLUGIN_CPU_BF16', env)
+    feats, scores = run(model, x)
+    assert feats.dtype == torch.bfloat16
+    with torch.no_grad():
+        ref = model[1](model[0](x))
+    # bf16 keeps about 3 significant digits: the same classes, close scores
+    assert torch.allclose(scores.float(), ref, atol=0.05, rtol=0.05)
+
+
+def test_float32_without_autocast_untouched(model, x, monkeypatch):
+    monkeypatch.setattr(precision, 'native_bf16', lambda: False)
+    assert not precision.cpu_bf16_emulated(x)
+    with torch.autocast('cpu', dtype=torch.float16):
+        assert not precision.cpu_bf16_emulated(x)  # only bf16 is replaced
