@@ -76,9 +76,9 @@ X3D_OPS = [
 @pytest.mark.parametrize('channels', [13, 54, 216])
 def test_kernel_forward_itself(fast, dtype, kernel, stride, padding,
                                channels):
-    """The op's float forward runs F.conv3d (faster there); the C++ forward
-    (the bf16 forward, and the row kernel that grad_input shares) is
-    checked directly in float too."""
+    """The op's float forward of a 3x3x3 kernel runs F.conv3d (faster
+    there); the C++ forward (the 5x1x1 and bf16 forwards, and the row
+    kernel that grad_input shares) is checked directly in float too."""
     x = torch.randn(2, channels, 5, 9, 7, dtype=dtype)
     w = torch.randn(channels, 1, *kernel, dtype=dtype)
     y = torch.ops.x3d_plugin_cpu.forward(x, w, list(stride), list(padding))
@@ -351,3 +351,30 @@ def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
     with torch.no_grad():
         y = m(x)
     torch.testing.assert_close(y, F.conv3d(x, m.weight, None, 1, 1, 1, 54))
+
+
+def test_temporal_kernel_forward_is_ours_also_for_float_inference(fast):
+    """The stem's 5x1x1 forward runs the C++ kernel (oneDNN's is 8-18x
+    slower from 32x32 frames up), in training and inference alike."""
+    m = ChannelwiseConv3d(24, (5, 1, 1), padding=(2, 0, 0))
+    x = torch.randn(2, 24, 6, 33, 35)
+    with torch.no_grad():
+        assert cw_mod._use_op(x, m.weight)
+        calls = []
+        real = torch.ops.x3d_plugin_cpu.forward
+
+        class Spy:
+            def __call__(self, *args):
+                calls.append(args[2:])
+                return real(*args)
+
+        cw_mod.torch.ops.x3d_plugin_cpu.forward = Spy()
+        try:
+            y = m(x)
+        finally:
+            cw_mod.torch.ops.x3d_plugin_cpu.forward = real
+    assert calls == [([1, 1, 1], [2, 0, 0])]
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(
+        y, F.conv3d(x, m.weight, None, 1, (2, 0, 0), 1, 24),
+        rtol=1e-5, atol=1e-5)

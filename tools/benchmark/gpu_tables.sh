@@ -1,17 +1,90 @@
 #!/usr/bin/env bash
-# The CUDA tables of docs/benchmarks.md in one run (a GPU session has
-# little time: this is the whole check). Model table for X3D-XS and X3D-M,
-# ours against MMAction2's X3D, fp32 and bf16, contiguous and
-# channels-last, peak memory of a batch-8 training step; then the profiler's
-# top operators for X3D-M. Writes into ${OUT:-work_dirs/gpu_tables}.
-set -euo pipefail
+# The GPU check in one run (a lent GPU has 15 minutes including its
+# start; this script stops itself after ${TOTAL_S:-470} s, each step under
+# its own cap, so it ends within 8 minutes on an H200):
+#   1. the CUDA tests of the Triton kernels
+#      (tests/ops/test_triton_channelwise.py without the interpreter
+#      cases, which the CPU runs cover);
+#   2. the operator table: Triton against cuDNN NCDHW and cuDNN
+#      channels-last, forward+backward, fp32 and bf16, at every X3D-M
+#      (batch 16) and X3D-L (batch 8) channelwise layer shape
+#      (tools/benchmark/gpu_op_speed.py);
+#   3. the model table: X3D-M train step at batch 16, fp32 and bf16: ours
+#      (Triton), ours with cuDNN's channelwise convolution ("ours, aten
+#      channelwise conv") and MMAction2's X3D at its defaults
+#      (tools/benchmark/model_speed.py);
+#   4. the CPU operator's tests (tests/ops/test_channelwise_conv3d.py) and
+#      the profiler's top CUDA operators of an X3D-M train step, as time
+#      allows.
+# With FULL=1 it then also makes the earlier tables of docs/benchmarks.md
+# (X3D-XS and X3D-M at batch 8 with peak memory), past the 8 minutes.
+# Every step's whole output goes to ${OUT:-work_dirs/gpu_tables}/; the
+# summary lines are printed. A failing step does not stop the next; the
+# exit status is that of the first failure.
+set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python}
 OUT=${OUT:-work_dirs/gpu_tables}
+TOTAL_S=${TOTAL_S:-470}
+export PYTHONUNBUFFERED=1
+# The Triton kernels are opt-in until a run like this one has timed them.
+export X3D_PLUGIN_TRITON=1
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-$PYTHON tools/benchmark/model_speed.py --device cuda --archs xs m --batch 8 \
-    --rounds 5 --warmup 3 --precision fp32 bf16 --memory-batch 8 \
-    2>&1 | tee "$OUT/model_cuda.txt" | grep -E '^\||outputs agree|device:'
-$PYTHON tools/benchmark/profile_ops.py --device cuda --arch m --batch 8 \
-    --top 8 2>&1 | tee "$OUT/profile_cuda.txt" | grep -E '^\||one train step'
+STATUS=0
+
+# step NAME CAP_SECONDS FILTER COMMAND...: runs COMMAND for at most
+# CAP_SECONDS (less if the total budget is nearly spent; skipped under 20 s
+# left), writes its output to $OUT/NAME.txt and prints the lines matching
+# the extended regular expression FILTER.
+step() {
+    local name=$1 cap=$2 filter=$3
+    shift 3
+    local left=$((TOTAL_S - SECONDS))
+    if ((left < 20)); then
+        echo "== $name: skipped ($SECONDS s used of $TOTAL_S)"
+        return 0
+    fi
+    ((cap > left)) && cap=$left
+    echo "== $name (at most $cap s; started at $SECONDS s)"
+    timeout "$cap" "$@" 2>&1 | tee "$OUT/$name.txt" | grep -E "$filter"
+    local rc=${PIPESTATUS[0]}
+    if ((rc != 0)); then
+        local why=''
+        ((rc == 124)) && why=' (cap reached)'
+        echo "== $name: exit status $rc$why"
+        ((STATUS == 0)) && STATUS=$rc
+    fi
+    return 0
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
+    | tee "$OUT/gpu.txt"
+$PYTHON -c 'import torch, triton; print("torch", torch.__version__,
+"cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(),
+"triton", triton.__version__)' 2>&1 | tee "$OUT/versions.txt"
+
+step cuda_tests 120 'passed|failed|error|FAILED|ERROR|SKIPPED' \
+    $PYTHON -m pytest tests/ops/test_triton_channelwise.py -q -rfEs \
+    -p no:cacheprovider -k 'not interpreted'
+step op_table 170 '^\||diff:|unavailable|no CUDA|Error' \
+    $PYTHON tools/benchmark/gpu_op_speed.py --archs m l --dtypes fp32 bf16 \
+    --repeats 10 --budget-ms 1000
+step model_table 160 '^\||outputs agree|device:|Error|differs' \
+    $PYTHON tools/benchmark/model_speed.py --device cuda --archs m \
+    --batch 16 --rounds 3 --warmup 2 --precision fp32 bf16
+step cpu_op_tests 60 'passed|failed|error|FAILED|ERROR' \
+    $PYTHON -m pytest tests/ops/test_channelwise_conv3d.py -q -rfE \
+    -p no:cacheprovider
+step profile_m 45 '^\||one train step' \
+    $PYTHON tools/benchmark/profile_ops.py --device cuda --arch m \
+    --batch 8 --top 8
+
+if [[ ${FULL:-0} == 1 ]]; then
+    TOTAL_S=$((SECONDS + 600))
+    step model_xs_m_b8 600 '^\||outputs agree|device:' \
+        $PYTHON tools/benchmark/model_speed.py --device cuda --archs xs m \
+        --batch 8 --rounds 5 --warmup 3 --precision fp32 bf16 \
+        --memory-batch 8
+fi
+echo "== done in $SECONDS s, status $STATUS; outputs in $OUT/"
+exit "$STATUS"

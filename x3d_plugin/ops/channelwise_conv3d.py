@@ -1,4 +1,4 @@
-"""Fast channelwise (depthwise) 3D convolution for CPU.
+"""Fast channelwise (depthwise) 3D convolution for CPU and GPU.
 
 PyTorch's CPU backward of a grouped 3D convolution with ``groups ==
 channels`` is 15-60x slower than its forward and dominates an X3D training
@@ -8,7 +8,8 @@ layout, vectorised over channels, and wraps it as
 
 * ``torch.ops.x3d_plugin.channelwise_conv3d`` (a ``torch.library``
   custom op with autograd, a fake/meta implementation for
-  ``torch.compile`` and CPU autocast to bfloat16),
+  ``torch.compile`` and CPU autocast to bfloat16; its CUDA implementation
+  runs the Triton kernels of :mod:`x3d_plugin.ops.triton_channelwise`),
 * :func:`channelwise_conv3d`, the functional form (falls back to
   ``F.conv3d`` when the extension is unavailable),
 * :class:`ChannelwiseConv3d`, a drop-in ``nn.Conv3d`` subclass.
@@ -27,16 +28,30 @@ If the build fails (no compiler, no ninja, compile error) one
 ``UserWarning`` names the cause and the fix, and everything falls back to
 ``F.conv3d``.
 
+GPU: on CUDA tensors the same op runs Triton kernels (forward, grad_input,
+grad_weight over channels-last-3d tiles; see
+:mod:`x3d_plugin.ops.triton_channelwise`) for float32, float16, bfloat16
+and float64, forward and backward, in training and inference. Triton is
+optional: it is imported when the first CUDA tensor reaches the op, and
+without it (or without CUDA) the GPU path is cuDNN's ``F.conv3d``. Under
+``torch.autocast('cuda')`` the op runs in the autocast dtype, as
+``F.conv3d`` would.
+
 Environment variables:
 
 * ``X3D_PLUGIN_NO_EXT=1``: never build or load the extension (always
   ``F.conv3d``).
 * ``X3D_PLUGIN_CACHE``: cache root for the compiled extension.
 * ``X3D_PLUGIN_EXT_VERBOSE=1``: show the compiler's output.
+* ``X3D_PLUGIN_TRITON=1``: use the Triton kernels on CUDA. They are off by
+  default: they are tested under Triton's CPU interpreter and compiled for
+  sm_90 here, but no GPU has run or timed them yet
+  (``tools/benchmark/gpu_tables.sh`` does both); the GPU path is otherwise
+  cuDNN's ``F.conv3d``.
 
 At run time :func:`set_fast_channelwise` switches the fast path of
-:class:`ChannelwiseConv3d` off and on (e.g. to compare with aten in one
-process).
+:class:`ChannelwiseConv3d` off and on, on CPU and GPU alike (off: aten on
+CPU, cuDNN on GPU; e.g. to compare them in one process).
 """
 import hashlib
 import os
@@ -55,7 +70,8 @@ from x3d_plugin.utils.cpu import cpu_info
 
 __all__ = [
     'ChannelwiseConv3d', 'channelwise_conv3d', 'fast_channelwise_available',
-    'set_fast_channelwise', 'fast_channelwise_enabled', 'extension_error'
+    'set_fast_channelwise', 'fast_channelwise_enabled', 'extension_error',
+    'triton_channelwise_available', 'triton_error'
 ]
 
 _SOURCE = Path(__file__).resolve().parent / 'csrc' / 'channelwise_conv3d.cpp'
@@ -65,10 +81,18 @@ _ENABLED = [True]
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 # Dtypes whose forward runs on F.conv3d inside the op (see _cw_conv3d_op).
 _ATEN_FORWARD_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# Dtypes that torch.autocast('cuda') casts (float64 is left as it is).
+_AUTOCAST_CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_TRITON_LOCK = threading.Lock()
+_TRITON = {'ok': None, 'error': None, 'warned': False}
 
 
 def _compile_flags(flags: Sequence[str]) -> list:
-    cflags = ['-O3', '-ffp-contract=fast', '-fno-math-errno', '-Wno-psabi']
+    # -fno-tree-loop-distribute-patterns: GCC otherwise turns the zeroing of
+    # the accumulator arrays into a memset (`rep stos`) on the stack.
+    cflags = ['-O3', '-ffp-contract=fast', '-fno-math-errno', '-Wno-psabi',
+              '-fno-tree-loop-distribute-patterns']
     machine = platform.machine().lower()
     if machine in ('x86_64', 'amd64') and {'avx2', 'fma'} <= set(flags):
         cflags += ['-mavx2', '-mfma', '-mf16c']
@@ -193,7 +217,9 @@ def extension_error() -> Optional[str]:
 
 def set_fast_channelwise(enabled: bool) -> None:
     """Switches the fast path of :class:`ChannelwiseConv3d` and
-    :func:`channelwise_conv3d` on or off at run time."""
+    :func:`channelwise_conv3d` on or off at run time, on CPU (the C++
+    kernel) and GPU (the Triton kernels) alike; off, both run
+    ``F.conv3d`` (aten's CPU kernels, cuDNN)."""
     _ENABLED[0] = bool(enabled)
 
 
@@ -201,6 +227,59 @@ def fast_channelwise_enabled() -> bool:
     """Whether the fast path is switched on (see
     :func:`set_fast_channelwise`)."""
     return _ENABLED[0]
+
+
+def _triton_kernels():
+    """The Triton module (imports triton; call only once it is known to
+    import, see :func:`triton_channelwise_available`)."""
+    from x3d_plugin.ops import triton_channelwise
+    return triton_channelwise
+
+
+@torch.compiler.assume_constant_result
+def triton_channelwise_available() -> bool:
+    """Whether the GPU path can run the Triton kernels: CUDA is available,
+    ``X3D_PLUGIN_TRITON=1`` is set and ``triton`` imports.
+
+    The first call imports triton. Triton not installed is a normal setup
+    (the GPU path is then cuDNN's) and is silent; any other import failure
+    warns once.
+    """
+    if _TRITON['ok'] is not None:
+        return _TRITON['ok']
+    with _TRITON_LOCK:
+        if _TRITON['ok'] is not None:
+            return _TRITON['ok']
+        if not torch.cuda.is_available():
+            _TRITON['error'] = 'CUDA is not available'
+        elif os.environ.get('X3D_PLUGIN_TRITON', '') in ('', '0'):
+            _TRITON['error'] = ('off by default until timed on a GPU; set '
+                                'X3D_PLUGIN_TRITON=1 to use it')
+        else:
+            try:
+                _triton_kernels()
+            except ModuleNotFoundError as exc:
+                _TRITON['error'] = (f'{exc}; fix: pip install triton (or '
+                                    'the version your torch was built with)')
+            except Exception as exc:  # never crash: fall back to cuDNN
+                _TRITON['error'] = f'{type(exc).__name__}: {exc}'
+                if not _TRITON['warned']:
+                    _TRITON['warned'] = True
+                    warnings.warn(
+                        'x3d_plugin: the Triton channelwise conv3d kernels '
+                        f'could not be loaded ({_TRITON["error"]}); the GPU '
+                        'path falls back to cuDNN. Fix: reinstall triton '
+                        'or unset X3D_PLUGIN_TRITON to silence this.',
+                        UserWarning,
+                        stacklevel=3)
+        _TRITON['ok'] = _TRITON['error'] is None
+        return _TRITON['ok']
+
+
+def triton_error() -> Optional[str]:
+    """Why the Triton kernels are unavailable (None if they loaded or were
+    not tried yet)."""
+    return _TRITON['error']
 
 
 def _out_shape(x, weight, stride, padding):
@@ -219,18 +298,28 @@ def _out_shape(x, weight, stride, padding):
 def _cw_conv3d_op(x: torch.Tensor, weight: torch.Tensor,
                   stride: Sequence[int],
                   padding: Sequence[int]) -> torch.Tensor:
-    if x.dtype in _ATEN_FORWARD_DTYPES and weight.dtype == x.dtype:
-        # PyTorch's own channels-last forward (oneDNN) is about 2x faster
-        # than ours in float32 (measured at every X3D layer shape of
-        # tools/benchmark/op_speed.py); its backward is what is slow. In
-        # bfloat16 ours is faster on CPUs without native bf16 arithmetic,
-        # so it keeps the forward there.
+    if (x.dtype in _ATEN_FORWARD_DTYPES and weight.dtype == x.dtype
+            and not _temporal_only(weight)):
+        # PyTorch's own channels-last forward (oneDNN) of a 3x3x3 kernel is
+        # up to 2x faster than ours in float32 (tools/benchmark/op_speed.py
+        # shapes); its backward is what is slow. Ours keeps the forward of
+        # the stem's 5x1x1 kernel (oneDNN's took 8-18x ours from 32x32
+        # frames up, one thread, AVX2) and of bfloat16 (faster on CPUs
+        # without native bf16 arithmetic).
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
         return out.contiguous(memory_format=torch.channels_last_3d)
     _require_extension()
     return torch.ops.x3d_plugin_cpu.forward(x, weight, list(stride),
                                             list(padding))
+
+
+@_cw_conv3d_op.register_kernel('cuda')
+def _(x, weight, stride, padding):
+    if weight.dtype == x.dtype and triton_channelwise_available():
+        return _triton_kernels().forward(x, weight, stride, padding)
+    out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
+    return out.contiguous(memory_format=torch.channels_last_3d)
 
 
 @_cw_conv3d_op.register_fake
@@ -252,6 +341,21 @@ def _cw_conv3d_backward_op(
     return torch.ops.x3d_plugin_cpu.backward(grad_out, x, weight,
                                              list(stride), list(padding),
                                              need_input, need_weight)
+
+
+@_cw_conv3d_backward_op.register_kernel('cuda')
+def _(grad_out, x, weight, stride, padding, need_input, need_weight):
+    if weight.dtype == x.dtype and triton_channelwise_available():
+        return _triton_kernels().backward(grad_out, x, weight, stride,
+                                          padding, need_input, need_weight)
+    gi, gw, _ = torch.ops.aten.convolution_backward(
+        grad_out.to(x.dtype), x, weight, None, list(stride), list(padding),
+        [1, 1, 1], False, [0, 0, 0], weight.shape[0],
+        [need_input, need_weight, False])
+    gi = (gi.contiguous(memory_format=torch.channels_last_3d)
+          if need_input else x.new_empty(0))
+    gw = gw.contiguous() if need_weight else weight.new_empty(0)
+    return gi, gw
 
 
 @_cw_conv3d_backward_op.register_fake
@@ -317,18 +421,49 @@ def _fast_path_applies(x, weight) -> bool:
             and _autocast_ok() and fast_channelwise_available())
 
 
+def _cuda_inputs(x, weight):
+    """``(x, weight)`` as the op receives them on CUDA, cast to the
+    autocast dtype under ``torch.autocast('cuda')`` (what ``F.conv3d``
+    does), or None when the CUDA fast path does not apply (then
+    ``F.conv3d``, i.e. cuDNN, runs)."""
+    if not _ENABLED[0] or x.device.type != 'cuda':
+        return None
+    if (torch.jit.is_scripting() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()):
+        return None
+    if (x.dim() != 5 or weight.device != x.device
+            or x.dtype not in _CUDA_DTYPES
+            or weight.dtype not in _CUDA_DTYPES):
+        return None
+    if torch.is_autocast_enabled('cuda'):
+        dtype = torch.get_autocast_dtype('cuda')
+        if x.dtype in _AUTOCAST_CUDA_DTYPES:
+            x = x.to(dtype)
+        if weight.dtype in _AUTOCAST_CUDA_DTYPES:
+            weight = weight.to(dtype)
+    if x.dtype != weight.dtype or not triton_channelwise_available():
+        return None
+    return x, weight
+
+
+def _temporal_only(weight) -> bool:
+    """A kt x 1 x 1 kernel (X3D's stem), whose forward is ours."""
+    return weight.shape[3] == 1 and weight.shape[4] == 1
+
+
 def _use_op(x, weight) -> bool:
     """Whether the custom op runs: the fast path applies and the op does
     what PyTorch's ``F.conv3d`` would not, i.e. autograd will need the
-    backward, or the convolution runs in bfloat16 (a bf16 input, or CPU
-    autocast, which :func:`_fast_path_applies` allows only to bf16), where
-    the op's forward is ours. A float forward without a backward is
+    backward, or the forward is ours: bfloat16 (a bf16 input, or CPU
+    autocast, which :func:`_fast_path_applies` allows only to bf16) or a
+    kt x 1 x 1 kernel. Any other float forward without a backward is
     PyTorch's inside the op as well, so the op is skipped."""
     if not _fast_path_applies(x, weight):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return True
-    return x.dtype == torch.bfloat16 or torch.is_autocast_enabled('cpu')
+    return (x.dtype == torch.bfloat16 or torch.is_autocast_enabled('cpu')
+            or _temporal_only(weight))
 
 
 def channelwise_conv3d(x: torch.Tensor,
@@ -341,10 +476,15 @@ def channelwise_conv3d(x: torch.Tensor,
     Uses the fast CPU operator when it applies (CPU tensor of dtype
     float32/float64/bfloat16, extension available, fast path enabled, not
     tracing/scripting/exporting, and a backward to come or a bf16
-    convolution); the output is then channels-last-3d. Otherwise calls
-    ``F.conv3d``.
+    convolution), and the Triton kernels for a CUDA tensor (float32,
+    float64, float16 or bfloat16, or any under ``torch.autocast('cuda')``,
+    Triton available, fast path enabled, not tracing/scripting/exporting);
+    the output is then channels-last-3d. Otherwise calls ``F.conv3d``.
     """
     stride, padding = _triple(stride), _triple(padding)
+    cuda_inputs = _cuda_inputs(x, weight)
+    if cuda_inputs is not None:
+        return _cw_conv3d_op(*cuda_inputs, stride, padding)
     if _use_op(x, weight) and (x.dtype == weight.dtype
                                or torch.is_autocast_enabled('cpu')):
         return _cw_conv3d_op(x, weight, stride, padding)
@@ -352,7 +492,8 @@ def channelwise_conv3d(x: torch.Tensor,
 
 
 class ChannelwiseConv3d(nn.Conv3d):
-    """Channelwise (depthwise) 3D convolution with a fast CPU backward.
+    """Channelwise (depthwise) 3D convolution with a fast CPU backward and
+    Triton kernels on GPU.
 
     Exactly ``nn.Conv3d(channels, channels, kernel_size, stride, padding,
     groups=channels, bias=bias)``: same parameters, state_dict keys and
@@ -371,8 +512,15 @@ class ChannelwiseConv3d(nn.Conv3d):
       (a bf16 input or CPU autocast); the float forward is PyTorch's own
       inside the op too, so float inference skips the op.
 
-    Otherwise it runs ``nn.Conv3d.forward``. On the fast path the output is
-    channels-last-3d (NTHWC in memory) whatever the input's layout.
+    On a CUDA input (float32, float64, float16 or bfloat16; under
+    ``torch.autocast('cuda')`` in the autocast dtype) it runs the op's
+    Triton kernels, forward and backward, when Triton is available
+    (:func:`triton_channelwise_available`), under the same conditions on
+    bias, dilation, padding mode, the switch and tracing.
+
+    Otherwise it runs ``nn.Conv3d.forward`` (cuDNN on GPU). On the fast
+    path the output is channels-last-3d (NTHWC in memory) whatever the
+    input's layout.
 
     Args:
         channels (int): Number of input and output channels.
@@ -404,14 +552,22 @@ class ChannelwiseConv3d(nn.Conv3d):
             groups=channels,
             bias=bias)
 
-    def _fast_ok(self, x) -> bool:
+    def _op_geometry(self) -> bool:
+        """Whether the op computes this module's convolution."""
         return (self.bias is None and tuple(self.dilation) == (1, 1, 1)
                 and self.padding_mode == 'zeros'
                 and isinstance(self.padding, tuple)
-                and self.groups == self.in_channels == self.out_channels
-                and _use_op(x, self.weight))
+                and self.groups == self.in_channels == self.out_channels)
+
+    def _fast_ok(self, x) -> bool:
+        return self._op_geometry() and _use_op(x, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == 'cuda' and self._op_geometry():
+            cuda_inputs = _cuda_inputs(x, self.weight)
+            if cuda_inputs is not None:
+                return _cw_conv3d_op(*cuda_inputs, self.stride,
+                                     self.padding)
         if self._fast_ok(x):
             return _cw_conv3d_op(x, self.weight, self.stride, self.padding)
         return super().forward(x)
