@@ -276,6 +276,13 @@ def _data_hint(path: str, is_list: bool) -> str:
     if 'demo' in path.lower():
         return ('python tools/data/generate_demo_dataset.py '
                 f'{osp.dirname(path) if is_list else path} makes it')
+    if 'ucf101' in path.lower() or 'hmdb51' in path.lower():
+        return ('tools/data/build_split_lists.py builds it from the '
+                'official split files' if is_list else 'put the videos '
+                'there in class folders') + ' (configs/finetune/README.md)'
+    if 'my_videos' in path.lower():
+        return ('python tools/data/build_folder_lists.py '
+                f'{osp.dirname(path) if is_list else path} writes it')
     return 'point the key at your data with --cfg-options'
 
 
