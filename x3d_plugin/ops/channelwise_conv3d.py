@@ -96,6 +96,12 @@ def _compile_flags(flags: Sequence[str]) -> list:
     machine = platform.machine().lower()
     if machine in ('x86_64', 'amd64') and {'avx2', 'fma'} <= set(flags):
         cflags += ['-mavx2', '-mfma', '-mf16c']
+    if torch._C.has_openmp and platform.system() == 'Linux':
+        # at::parallel_for is an OpenMP pragma compiled into the extension:
+        # without -fopenmp it runs on one thread. The extension then uses
+        # the libgomp.so.1 that torch has already loaded (same soname), so
+        # there is one thread pool.
+        cflags.append('-fopenmp')
     return cflags
 
 
@@ -141,6 +147,7 @@ def _load_extension():
         name=name,
         sources=[str(_SOURCE)],
         extra_cflags=cflags,
+        extra_ldflags=['-fopenmp'] if '-fopenmp' in cflags else [],
         build_directory=str(build_dir),
         is_python_module=False,
         verbose=verbose)
