@@ -48,6 +48,15 @@ file. Each shim is idempotent and leaves a working upstream alone.
    that there is no checkpoint to resume and training starts from scratch;
    a ``last_checkpoint`` naming a missing file, or an empty one, is an error
    saying which checkpoint to pass instead.
+9. Action detection (:mod:`x3d_plugin.compat_detection`): MMDetection,
+   which MMAction2's AVA detector is built from, imports ``mmcv.ops``, which
+   needs the compiled ``mmcv._ext`` that mmcv-lite lacks; with MMDetection
+   installed and no compiled ops a placeholder takes its place whose
+   functions raise a clear error when called (the AVA configs call none:
+   their RoIAlign is plain PyTorch). MMAction2's AVA evaluation gets a
+   process pool that is not forked from the (threaded) evaluating process
+   and is closed after use. Applied first, before anything imports
+   ``mmcv.cnn`` or ``mmaction.models``.
 """
 import builtins
 import contextlib
@@ -632,6 +641,9 @@ def apply():
     if _APPLIED:
         return
     _require_mmcv()
+    # Before anything imports mmcv.cnn or mmaction.models (see the module).
+    from . import compat_detection
+    compat_detection.apply()
     _silence_mmcv_lite_warning()
     _install_drn_placeholder()
     _patch_checkpoint_loader()

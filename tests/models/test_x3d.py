@@ -273,3 +273,22 @@ def test_head_dropout_and_fc_widths():
     assert head.dropout is None
     assert head.fc1.weight.shape == (64, 432) and head.fc1.bias is None
     assert head.fc_cls.weight.shape == (11, 64)
+
+
+def test_detection_strides_keep_the_checkpoint_layout():
+    """AVA's detection backbone (configs/detection): the last stage at
+    spatial stride 1 with dilation 2 doubles the last map's size and loads
+    the classification model's weights strictly."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 64, 64)
+    default = X3D('m').eval()
+    det = X3D('m', spatial_strides=(2, 2, 2, 1),
+              spatial_dilations=(1, 1, 1, 2)).eval()
+    det.load_state_dict(default.state_dict(), strict=True)
+    with torch.no_grad():
+        assert default(x).shape == (1, 192, 4, 2, 2)
+        assert det(x).shape == (1, 192, 4, 4, 4)
+    conv = det.layer4[-1].conv2
+    assert conv.dilation == (1, 2, 2) and conv.padding == (1, 2, 2)
+    with pytest.raises(ValueError, match='spatial_strides'):
+        X3D('m', spatial_strides=(2, 2, 2))

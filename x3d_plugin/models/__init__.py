@@ -5,10 +5,12 @@ from .complexity import count_parameters, paper_flops
 from .fuse import fold_bn, fuse_conv_bn
 from .heads import X3DHead
 from .recognizer import build_x3d_recognizer, x3d_recognizer_cfg
+from .roi_extractors import RoIAlign, RoIAlignExtractor3D, roi_align
 from .variants import VARIANTS, Variant, get_variant
 
 __all__ = [
-    'VARIANTS', 'Variant', 'X3D', 'X3DHead', 'X3DStem',
-    'build_x3d_recognizer', 'count_parameters', 'fold_bn', 'fuse_conv_bn',
-    'get_variant', 'paper_flops', 'x3d_recognizer_cfg'
+    'RoIAlign', 'RoIAlignExtractor3D', 'VARIANTS', 'Variant', 'X3D',
+    'X3DHead', 'X3DStem', 'build_x3d_recognizer', 'count_parameters',
+    'fold_bn', 'fuse_conv_bn', 'get_variant', 'paper_flops', 'roi_align',
+    'x3d_recognizer_cfg'
 ]

@@ -534,6 +534,8 @@ class ChannelwiseConv3d(nn.Conv3d):
         kernel_size (int | tuple[int, int, int]): Kernel size (t, h, w).
         stride (int | tuple[int, int, int]): Stride. Defaults to 1.
         padding (int | tuple[int, int, int]): Zero padding. Defaults to 0.
+        dilation (int | tuple[int, int, int]): Dilation; other than 1 it
+            runs ``nn.Conv3d.forward``. Defaults to 1.
         bias (bool): Whether to add a learnable bias (disables the fast
             path). Defaults to False.
 
@@ -549,6 +551,7 @@ class ChannelwiseConv3d(nn.Conv3d):
                  kernel_size,
                  stride=1,
                  padding=0,
+                 dilation=1,
                  bias: bool = False):
         super().__init__(
             channels,
@@ -556,6 +559,7 @@ class ChannelwiseConv3d(nn.Conv3d):
             kernel_size,
             stride=stride,
             padding=padding,
+            dilation=dilation,
             groups=channels,
             bias=bias)
 

@@ -83,6 +83,9 @@ class X3DBlock(nn.Module):
         out_channels (int): Output channels.
         spatial_stride (int): Spatial stride of the channelwise conv and of
             the shortcut.
+        spatial_dilation (int): Spatial dilation of the channelwise conv
+            (its padding grows with it, so the size only follows the
+            stride).
         use_se (bool): Whether the block has squeeze-excitation.
         norm_cfg (dict): Normalisation layer config.
         with_cp (bool): Recompute the block in backward instead of keeping
@@ -94,6 +97,7 @@ class X3DBlock(nn.Module):
                  inner_channels: int,
                  out_channels: int,
                  spatial_stride: int = 1,
+                 spatial_dilation: int = 1,
                  use_se: bool = False,
                  norm_cfg: Optional[Dict] = None,
                  with_cp: bool = False) -> None:
@@ -107,7 +111,8 @@ class X3DBlock(nn.Module):
             inner_channels,
             kernel_size=3,
             stride=(1, spatial_stride, spatial_stride),
-            padding=1)
+            padding=(1, spatial_dilation, spatial_dilation),
+            dilation=(1, spatial_dilation, spatial_dilation))
         self.bn2 = build_norm_layer(norm_cfg, inner_channels)[1]
         self.se = SqueezeExcitation(inner_channels) if use_se else None
         self.conv3 = nn.Conv3d(
@@ -244,6 +249,15 @@ class X3D(BaseModule):
             dict with the keys ``width_factor``, ``depth_factor`` and
             ``bottleneck_factor`` (all > 0). Defaults to ``'m'``.
         in_channels (int): Channels of the input clip. Defaults to 3.
+        spatial_strides (Sequence[int]): Spatial stride of each stage's
+            first block. Detection keeps the last stage at stride 1
+            (``(2, 2, 2, 1)``: a 16x instead of 32x smaller map, as the
+            SlowFast detector does with res5); the weights do not change
+            with it. Defaults to ``(2, 2, 2, 2)``.
+        spatial_dilations (Sequence[int]): Spatial dilation of the
+            channelwise convolutions of each stage (the SlowFast detector
+            dilates res5 by 2 when it drops its stride). Defaults to
+            ``(1, 1, 1, 1)``.
         out_indices (Sequence[int]): Stages (0-3) whose outputs are returned;
             one index gives a tensor, several give a tuple. Defaults to
             ``(3,)``.
@@ -278,6 +292,8 @@ class X3D(BaseModule):
     def __init__(self,
                  arch: Union[str, Dict] = 'm',
                  in_channels: int = 3,
+                 spatial_strides: Sequence[int] = (2, 2, 2, 2),
+                 spatial_dilations: Sequence[int] = (1, 1, 1, 1),
                  out_indices: Sequence[int] = (3, ),
                  frozen_stages: int = -1,
                  norm_cfg: Dict = dict(type='BN3d', requires_grad=True),
@@ -294,6 +310,15 @@ class X3D(BaseModule):
                                   for i in out_indices):
             raise ValueError(f'out_indices must be a non-empty subset of '
                              f'0..{num_stages - 1}, got {out_indices}')
+        spatial_strides = tuple(spatial_strides)
+        spatial_dilations = tuple(spatial_dilations)
+        for name, values in (('spatial_strides', spatial_strides),
+                             ('spatial_dilations', spatial_dilations)):
+            if len(values) != num_stages or any(
+                    not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(
+                    f'{name} must be {num_stages} integers >= 1 (one per '
+                    f'stage), got {values}')
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
                              f'got {frozen_stages}')
@@ -301,6 +326,8 @@ class X3D(BaseModule):
         self.width_factor = factors['width_factor']
         self.depth_factor = factors['depth_factor']
         self.bottleneck_factor = factors['bottleneck_factor']
+        self.spatial_strides = spatial_strides
+        self.spatial_dilations = spatial_dilations
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -327,15 +354,17 @@ class X3D(BaseModule):
 
     def _make_stage(self, index: int, in_channels: int,
                     norm_cfg: Dict) -> nn.Sequential:
-        """Stage ``index`` (0-3): its blocks, the first with spatial stride
-        2 and SE on every other block starting with the first."""
+        """Stage ``index`` (0-3): its blocks, the first with the stage's
+        spatial stride (2 unless changed) and SE on every other block
+        starting with the first."""
         width = self.stage_widths[index]
         return nn.Sequential(*[
             X3DBlock(
                 in_channels if j == 0 else width,
                 self.inner_widths[index],
                 width,
-                spatial_stride=2 if j == 0 else 1,
+                spatial_stride=self.spatial_strides[index] if j == 0 else 1,
+                spatial_dilation=self.spatial_dilations[index],
                 use_se=j % 2 == 0,
                 norm_cfg=norm_cfg,
                 with_cp=self.with_cp)
