@@ -20,7 +20,9 @@ LAYERS = {
 def part_of(module: str) -> str:
     """``x3d_plugin.models.backbones.x3d`` -> ``models``."""
     parts = module.split('.')
-    return parts[1] if len(parts) > 1 else ''
+    part = parts[1] if len(parts) > 1 else ''
+    # compat_detection is the detection part of the compat shims.
+    return 'compat' if part == 'compat_detection' else part
 
 
 def imports_of(path):
