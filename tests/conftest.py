@@ -43,7 +43,10 @@ def _signal_handlers():
 
 def import_pytorchvideo_x3d():
     """PyTorchVideo's ``create_x3d`` without torchvision (only its RoI head
-    imports torchvision, which the X3D builder never uses)."""
+    imports torchvision, which the X3D builder never uses). The stand-in
+    for torchvision is removed once PyTorchVideo is imported: MMEngine's
+    runner reads ``torchvision.__version__`` when torchvision imports."""
+    stubbed = False
     if 'torchvision' not in sys.modules:
         try:
             import torchvision  # noqa: F401
@@ -54,5 +57,11 @@ def import_pytorchvideo_x3d():
             stub.ops = ops
             sys.modules['torchvision'] = stub
             sys.modules['torchvision.ops'] = ops
-    module = pytest.importorskip('pytorchvideo.models.x3d')
+            stubbed = True
+    try:
+        module = pytest.importorskip('pytorchvideo.models.x3d')
+    finally:
+        if stubbed:
+            sys.modules.pop('torchvision', None)
+            sys.modules.pop('torchvision.ops', None)
     return module.create_x3d
