@@ -203,12 +203,60 @@ inline void interior(const RowSpec& r, int64_t* lo, int64_t* hi) {
   *hi = h;
 }
 
+// Up to G outputs js[0..n) of a row that need not be consecutive (the
+// borders, where some taps fall outside the input, and the interior's
+// remainder after the blocks of 8 and 4). Every (output, tap) pair keeps
+// its own accumulator so that the few outputs still fill the FMA pipes
+// (one accumulator per output would be a chain of P * NT dependent FMAs).
+template <typename S, int NT, int G>
+inline void conv_edge(S* __restrict__ out, const RowSpec& r,
+                      const S* const* in,
+                      const typename Io<S>::A* const* wp, int64_t P,
+                      const int64_t* js, int n) {
+  using V = typename Io<S>::V;
+  using A = typename Io<S>::A;
+  constexpr int T = NT > 0 ? NT : 1;
+  const int64_t C = r.C;
+  bool valid[G][T];
+  int64_t ioff[G];
+  for (int g = 0; g < G; ++g) {
+    const int64_t j = g < n ? js[g] : 0;
+    ioff[g] = (j * r.is + r.off0) * C;
+    for (int t = 0; t < T; ++t) {
+      const int64_t i = j * r.is + r.off0 + t;
+      valid[g][t] = NT > 0 && g < n && i >= 0 && i < r.win;
+    }
+  }
+  for (int64_t b = 0; b < r.nb; ++b) {
+    const int64_t c = r.cofs[b];
+    V acc[G][T];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t) acc[g][t] = V{};
+    for (int64_t p = 0; p < P; ++p) {
+      const S* ip = in[p] + c;
+      const A* w = wp[p] + c;
+      V wv[T];
+      for (int t = 0; t < T; ++t)
+        wv[t] = NT > 0 ? IoA<A>::load(w + r.wofs[t]) : V{};
+      for (int g = 0; g < G; ++g)
+        for (int t = 0; t < T; ++t)
+          if (valid[g][t])
+            acc[g][t] += wv[t] * Io<S>::load(ip + ioff[g] + t * C);
+    }
+    for (int g = 0; g < G && g < n; ++g) {
+      V s = acc[g][0];
+      for (int t = 1; t < T; ++t) s += acc[g][t];
+      Io<S>::store(out + js[g] * r.ostep + c, s);
+    }
+  }
+}
+
 template <typename S, int NT, int IS>
 void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
                  const typename Io<S>::A* const* wp, int64_t P) {
+  constexpr int G = NT > 1 ? 4 : 8;
   int64_t lo, hi;
   interior(r, &lo, &hi);
-  for (int64_t j = 0; j < lo; ++j) conv_border(out, r, in, wp, P, j);
   int64_t j = lo;
   for (; j + 8 <= hi; j += 8)
     for (int64_t b = 0; b < r.nb; ++b)
@@ -216,10 +264,27 @@ void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
   for (; j + 4 <= hi; j += 4)
     for (int64_t b = 0; b < r.nb; ++b)
       conv_block<S, NT, IS, 4>(out, r, in, wp, P, j, r.cofs[b]);
-  for (; j < hi; ++j)
-    for (int64_t b = 0; b < r.nb; ++b)
-      conv_block<S, NT, IS, 1>(out, r, in, wp, P, j, r.cofs[b]);
-  for (j = hi; j < r.J; ++j) conv_border(out, r, in, wp, P, j);
+  // The rest: [0, lo), [j, hi) and [hi, J), G at a time.
+  int64_t js[G];
+  int n = 0;
+  auto add = [&](int64_t k) {
+    js[n++] = k;
+    if (n == G) {
+      conv_edge<S, NT, G>(out, r, in, wp, P, js, n);
+      n = 0;
+    }
+  };
+  for (int64_t k = 0; k < lo; ++k) add(k);
+  for (int64_t k = j; k < hi; ++k) add(k);
+  for (int64_t k = hi; k < r.J; ++k) add(k);
+  // The last group at its own size (no pass over empty slots).
+  switch (n) {
+    case 0: break;
+    case 1: conv_edge<S, NT, 1>(out, r, in, wp, P, js, n); break;
+    case 2: conv_edge<S, NT, 2>(out, r, in, wp, P, js, n); break;
+    case 3: conv_edge<S, NT, 3>(out, r, in, wp, P, js, n); break;
+    default: conv_edge<S, NT, G>(out, r, in, wp, P, js, n);
+  }
 }
 
 template <typename S, int NT>
