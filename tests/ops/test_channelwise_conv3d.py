@@ -119,6 +119,28 @@ def test_wide_rows_and_batch(fast):
     check(x, w, (1, 2, 2), (1, 1, 1))
 
 
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('kernel,stride,padding', [
+    ((3, 3, 3), (1, 2, 2), (1, 1, 1)),
+    ((3, 3, 3), (1, 2, 2), (0, 0, 0)),  # H rows past the last window
+    ((2, 3, 4), (2, 1, 3), (0, 2, 1)),
+    ((3, 1, 3), (3, 3, 3), (1, 0, 1)),
+    ((5, 1, 1), (1, 1, 1), (2, 0, 0)),
+])
+def test_one_pass_backward(fast, threads, kernel, stride, padding):
+    """Batches with many H lines: grad_input and grad_weight come from one
+    pass over the lines (a chunk of lines per thread), where each output
+    line owns the input lines it starts; lines the last window does not
+    reach belong to the last line."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(4, 12, 5, 10, 7)
+        check(x, torch.randn(12, 1, *kernel), stride, padding)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_other_geometries(fast):
     """Not used by X3D, but the operator is general."""
     x = torch.randn(2, 20, 5, 6, 7)

@@ -533,120 +533,185 @@ void forward_impl(const Geo& g, const S* x, const typename Io<S>::A* wt,
   });
 }
 
+// The two gradients of the backward, row by row: grad_input rows
+// (n, ti, hi) gather grad_output rows through the kernel; grad_weight rows
+// (n, to, ho) pair one grad_output row with its input rows and accumulate
+// into a per-chunk buffer (taps, channel blocks, 8).
 template <typename S>
-void grad_input_impl(const Geo& g, const S* go, const typename Io<S>::A* wt,
-                     S* gin) {
+struct Backward {
   using A = typename Io<S>::A;
-  const int64_t C = g.C;
-  const auto cofs = channel_blocks(C);
-  // W phases: input wi = m * sw + ph receives taps kw with
-  // (ph + pw - kw) % sw == 0 from go[m + (ph + pw - kw) / sw].
-  // taps kw with (ph + pw - kw) % sw == 0 from go[m + (ph + pw - kw) / sw],
-  // listed by increasing offset (decreasing kw): offsets are consecutive.
-  std::vector<std::vector<int64_t>> wofs(g.sw);
-  std::vector<RowSpec> specs;
-  for (int64_t ph = 0; ph < g.sw; ++ph) {
-    int64_t off0 = 0;
-    for (int64_t k = g.KW - 1; k >= 0; --k) {
-      const int64_t d = ph + g.pw - k;
-      if (((d % g.sw) + g.sw) % g.sw) continue;
-      if (wofs[ph].empty()) off0 = floor_div(d, g.sw);
-      wofs[ph].push_back(k * C);
+  const Geo& g;
+  const S* go;
+  const S* x;
+  const A* wt;
+  S* gin;
+  std::vector<int64_t> cofs;
+  // grad_input: one RowSpec per W phase. Input wi = m * sw + ph receives
+  // the taps kw with (ph + pw - kw) % sw == 0 from go[m + (ph + pw - kw) /
+  // sw], listed by increasing offset (decreasing kw): offsets are
+  // consecutive.
+  std::vector<std::vector<int64_t>> gi_wofs;
+  std::vector<RowSpec> gi_specs;
+  // grad_weight
+  std::vector<int64_t> gw_wofs;
+  RowSpec gw_spec;
+  int64_t gw_lo = 0, gw_hi = 0;
+  int64_t taps, bufsize;
+
+  Backward(const Geo& g_, const S* go_, const S* x_, const A* wt_, S* gin_)
+      : g(g_), go(go_), x(x_), wt(wt_), gin(gin_),
+        cofs(channel_blocks(g_.C)) {
+    const int64_t C = g.C, nb = cofs.size();
+    gi_wofs.resize(g.sw);
+    for (int64_t ph = 0; ph < g.sw; ++ph) {
+      int64_t off0 = 0;
+      for (int64_t k = g.KW - 1; k >= 0; --k) {
+        const int64_t d = ph + g.pw - k;
+        if (((d % g.sw) + g.sw) % g.sw) continue;
+        if (gi_wofs[ph].empty()) off0 = floor_div(d, g.sw);
+        gi_wofs[ph].push_back(k * C);
+      }
+      const int64_t J = ph < g.W ? (g.W - ph + g.sw - 1) / g.sw : 0;
+      gi_specs.push_back(RowSpec{J, g.sw * C, 1, g.Wo,
+                                 (int64_t)gi_wofs[ph].size(),
+                                 gi_wofs[ph].data(), off0, C, cofs.data(),
+                                 nb});
     }
-    const int64_t J = ph < g.W ? (g.W - ph + g.sw - 1) / g.sw : 0;
-    specs.push_back(RowSpec{J, g.sw * C, 1, g.Wo, (int64_t)wofs[ph].size(),
-                            wofs[ph].data(), off0, C, cofs.data(),
-                            (int64_t)cofs.size()});
+    for (int64_t k = 0; k < g.KW; ++k) gw_wofs.push_back(k * C);
+    gw_spec = RowSpec{g.Wo, C, g.sw, g.W, g.KW, gw_wofs.data(), -g.pw, C,
+                      cofs.data(), nb};
+    interior(gw_spec, &gw_lo, &gw_hi);
+    taps = g.KT * g.KH * g.KW;
+    bufsize = taps * nb * kL;
   }
-  const int64_t rows = g.N * g.T * g.H;
-  at::parallel_for(0, rows, row_grain(g.W * C), [&](int64_t b, int64_t e) {
-    std::vector<const S*> in(g.KT * g.KH);
-    std::vector<const A*> wp(g.KT * g.KH);
-    for (int64_t row = b; row < e; ++row) {
-      const int64_t ti = row % g.T;
-      const int64_t hi = (row / g.T) % g.H;
-      const int64_t n = row / (g.H * g.T);
-      const int64_t irow = (n * g.T + ti) * g.H + hi;
-      int64_t P = 0;
-      for (int64_t kt = 0; kt < g.KT; ++kt) {
-        const int64_t dt = ti + g.pt - kt;
-        if (dt < 0 || dt % g.st) continue;
-        const int64_t to = dt / g.st;
-        if (to >= g.To) continue;
-        for (int64_t kh = 0; kh < g.KH; ++kh) {
-          const int64_t dh = hi + g.ph - kh;
-          if (dh < 0 || dh % g.sh) continue;
-          const int64_t ho = dh / g.sh;
-          if (ho >= g.Ho) continue;
-          in[P] = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
-          wp[P] = wt + (kt * g.KH + kh) * g.KW * C;
-          ++P;
+
+  // in/wp: scratch of KT * KH entries.
+  void gi_row(int64_t n, int64_t ti, int64_t hi, const S** in,
+              const A** wp) const {
+    const int64_t C = g.C;
+    int64_t P = 0;
+    for (int64_t kt = 0; kt < g.KT; ++kt) {
+      const int64_t dt = ti + g.pt - kt;
+      if (dt < 0 || dt % g.st) continue;
+      const int64_t to = dt / g.st;
+      if (to >= g.To) continue;
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t dh = hi + g.ph - kh;
+        if (dh < 0 || dh % g.sh) continue;
+        const int64_t ho = dh / g.sh;
+        if (ho >= g.Ho) continue;
+        in[P] = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
+        wp[P] = wt + (kt * g.KH + kh) * g.KW * C;
+        ++P;
+      }
+    }
+    S* o = gin + ((n * g.T + ti) * g.H + hi) * g.W * C;
+    for (int64_t ph = 0; ph < g.sw; ++ph)
+      conv_row(o + ph * C, gi_specs[ph], in, wp, P);
+  }
+
+  void gw_row(int64_t n, int64_t to, int64_t ho, A* buf) const {
+    const int64_t C = g.C, nb = cofs.size();
+    const S* gor = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
+    for (int64_t kt = 0; kt < g.KT; ++kt) {
+      const int64_t ti = to * g.st + kt - g.pt;
+      if (ti < 0 || ti >= g.T) continue;
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t hi = ho * g.sh + kh - g.ph;
+        if (hi < 0 || hi >= g.H) continue;
+        const S* xr = x + ((n * g.T + ti) * g.H + hi) * g.W * C;
+        A* bp = buf + (kt * g.KH + kh) * g.KW * nb * kL;
+        gw_pair_any(gor, xr, bp, gw_spec, gw_lo, gw_hi);
+      }
+    }
+  }
+
+  // Sums the chunk buffers into gw (C, 1, kt, kh, kw).
+  void reduce(const std::vector<A>& bufs, int64_t nchunks, S* gw) const {
+    const int64_t C = g.C, nb = cofs.size();
+    std::vector<A> total(bufsize, A(0));
+    for (int64_t k = 0; k < nchunks; ++k) {
+      const A* buf = bufs.data() + k * bufsize;
+      for (int64_t i = 0; i < bufsize; ++i) total[i] += buf[i];
+    }
+    const int64_t full = C / kL;
+    for (int64_t t = 0; t < taps; ++t) {
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int64_t l = 0; l < kL; ++l) {
+          const int64_t c = cofs[b] + l;
+          if (b >= full && c < full * kL) continue;  // overlap lanes
+          gw[c * taps + t] = static_cast<S>(total[(t * nb + b) * kL + l]);
         }
       }
-      S* o = gin + irow * g.W * C;
-      for (int64_t ph = 0; ph < g.sw; ++ph)
-        conv_row(o + ph * C, specs[ph], in.data(), wp.data(), P);
     }
+  }
+};
+
+template <typename S>
+void grad_input_impl(const Backward<S>& bw) {
+  using A = typename Io<S>::A;
+  const Geo& g = bw.g;
+  const int64_t rows = g.N * g.T * g.H;
+  at::parallel_for(0, rows, row_grain(g.W * g.C), [&](int64_t b, int64_t e) {
+    std::vector<const S*> in(g.KT * g.KH);
+    std::vector<const A*> wp(g.KT * g.KH);
+    for (int64_t row = b; row < e; ++row)
+      bw.gi_row(row / (g.H * g.T), row % g.T, (row / g.T) % g.H, in.data(),
+                wp.data());
   });
 }
 
 template <typename S>
-void grad_weight_impl(const Geo& g, const S* go, const S* x, S* gw) {
+void grad_weight_impl(const Backward<S>& bw, S* gw) {
   using A = typename Io<S>::A;
-  const int64_t C = g.C;
-  const auto cofs = channel_blocks(C);
-  const int64_t nb = cofs.size();
-  std::vector<int64_t> wofs(g.KW);
-  for (int64_t k = 0; k < g.KW; ++k) wofs[k] = k * C;
-  RowSpec r{g.Wo, C, g.sw, g.W, g.KW, wofs.data(), -g.pw, C,
-            cofs.data(), nb};
-  int64_t lo, hi;
-  interior(r, &lo, &hi);
-  const int64_t taps = g.KT * g.KH * g.KW;
+  const Geo& g = bw.g;
   const int64_t rows = g.N * g.To * g.Ho;
   const int64_t nchunks =
       std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
-  const int64_t bufsize = taps * nb * kL;
-  std::vector<A> bufs(nchunks * bufsize, A(0));
+  std::vector<A> bufs(nchunks * bw.bufsize, A(0));
   at::parallel_for(0, nchunks, 1, [&](int64_t kb, int64_t ke) {
     for (int64_t k = kb; k < ke; ++k) {
-      A* buf = bufs.data() + k * bufsize;
+      A* buf = bufs.data() + k * bw.bufsize;
       const int64_t rb = rows * k / nchunks, re = rows * (k + 1) / nchunks;
-      for (int64_t row = rb; row < re; ++row) {
-        const int64_t to = row % g.To;
-        const int64_t ho = (row / g.To) % g.Ho;
-        const int64_t n = row / (g.Ho * g.To);
-        const S* gor = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
-        for (int64_t kt = 0; kt < g.KT; ++kt) {
-          const int64_t ti = to * g.st + kt - g.pt;
-          if (ti < 0 || ti >= g.T) continue;
-          for (int64_t kh = 0; kh < g.KH; ++kh) {
-            const int64_t hi2 = ho * g.sh + kh - g.ph;
-            if (hi2 < 0 || hi2 >= g.H) continue;
-            const S* xr = x + ((n * g.T + ti) * g.H + hi2) * g.W * C;
-            A* bp = buf + (kt * g.KH + kh) * g.KW * nb * kL;
-            gw_pair_any(gor, xr, bp, r, lo, hi);
-          }
-        }
+      for (int64_t row = rb; row < re; ++row)
+        bw.gw_row(row / (g.Ho * g.To), row % g.To, (row / g.To) % g.Ho, buf);
+    }
+  });
+  bw.reduce(bufs, nchunks, gw);
+}
+
+// Both gradients in one pass over the H lines of grad_output: a chunk of
+// lines (n, ho) runs grad_weight of the grad_output rows of line ho, then
+// grad_input of the input lines hi that line owns (hi / sh, the last line
+// taking the rest), which read the grad_output lines just used. Each
+// grad_output and input row is then read from memory about once, where
+// two passes read grad_output twice and find little of it still cached.
+template <typename S>
+void grad_both_impl(const Backward<S>& bw, S* gw) {
+  using A = typename Io<S>::A;
+  const Geo& g = bw.g;
+  const int64_t lines = g.N * g.Ho;
+  const int64_t nchunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), lines));
+  std::vector<A> bufs(nchunks * bw.bufsize, A(0));
+  at::parallel_for(0, nchunks, 1, [&](int64_t kb, int64_t ke) {
+    std::vector<const S*> in(g.KT * g.KH);
+    std::vector<const A*> wp(g.KT * g.KH);
+    for (int64_t k = kb; k < ke; ++k) {
+      A* buf = bufs.data() + k * bw.bufsize;
+      const int64_t lb = lines * k / nchunks, le = lines * (k + 1) / nchunks;
+      for (int64_t line = lb; line < le; ++line) {
+        const int64_t n = line / g.Ho, ho = line % g.Ho;
+        for (int64_t to = 0; to < g.To; ++to) bw.gw_row(n, to, ho, buf);
+        const int64_t h0 = std::min(ho * g.sh, g.H);
+        const int64_t h1 = ho == g.Ho - 1 ? g.H : std::min(h0 + g.sh, g.H);
+        for (int64_t hi = h0; hi < h1; ++hi)
+          for (int64_t ti = 0; ti < g.T; ++ti)
+            bw.gi_row(n, ti, hi, in.data(), wp.data());
       }
     }
   });
-  // Reduce the chunks and scatter the blocks to (C, taps).
-  std::vector<A> total(bufsize, A(0));
-  for (int64_t k = 0; k < nchunks; ++k) {
-    const A* buf = bufs.data() + k * bufsize;
-    for (int64_t i = 0; i < bufsize; ++i) total[i] += buf[i];
-  }
-  const int64_t full = C / kL;
-  for (int64_t t = 0; t < taps; ++t) {
-    for (int64_t b = 0; b < nb; ++b) {
-      for (int64_t l = 0; l < kL; ++l) {
-        const int64_t c = cofs[b] + l;
-        if (b >= full && c < full * kL) continue;  // overlap lanes
-        gw[c * taps + t] = static_cast<S>(total[(t * nb + b) * kL + l]);
-      }
-    }
-  }
+  bw.reduce(bufs, nchunks, gw);
 }
 
 // Zero-pads channels to 8 (the vector width) for C < 8.
@@ -720,17 +785,21 @@ std::tuple<at::Tensor, at::Tensor> cw_backward(
   AT_DISPATCH_FLOATING_TYPES_AND(
       at::kBFloat16, x_.scalar_type(), "x3d_cw_backward", [&] {
         using A = typename Io<scalar_t>::A;
-        if (need_input) {
-          at::Tensor wt = weight_taps_c(w_);
-          grad_input_impl<scalar_t>(g, go.const_data_ptr<scalar_t>(),
-                                    wt.const_data_ptr<A>(),
-                                    gin.mutable_data_ptr<scalar_t>());
-        }
-        if (need_weight) {
-          at::Tensor x = x_.contiguous(kCL);
-          grad_weight_impl<scalar_t>(g, go.const_data_ptr<scalar_t>(),
-                                     x.const_data_ptr<scalar_t>(),
-                                     gw.mutable_data_ptr<scalar_t>());
+        at::Tensor wt = weight_taps_c(w_);
+        // The input is read by grad_weight only.
+        at::Tensor x = need_weight ? x_.contiguous(kCL) : x_;
+        Backward<scalar_t> bw(
+            g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+            wt.const_data_ptr<A>(),
+            need_input ? gin.mutable_data_ptr<scalar_t>() : nullptr);
+        // One pass when there are enough lines to share between threads.
+        if (need_input && need_weight &&
+            g.N * g.Ho >= 4 * at::get_num_threads()) {
+          grad_both_impl(bw, gw.mutable_data_ptr<scalar_t>());
+        } else {
+          if (need_input) grad_input_impl(bw);
+          if (need_weight)
+            grad_weight_impl(bw, gw.mutable_data_ptr<scalar_t>());
         }
       });
   return {gin, gw};
