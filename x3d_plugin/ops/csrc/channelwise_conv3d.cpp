@@ -785,12 +785,13 @@ std::tuple<at::Tensor, at::Tensor> cw_backward(
   AT_DISPATCH_FLOATING_TYPES_AND(
       at::kBFloat16, x_.scalar_type(), "x3d_cw_backward", [&] {
         using A = typename Io<scalar_t>::A;
-        at::Tensor wt = weight_taps_c(w_);
-        // The input is read by grad_weight only.
+        // The weight taps are read by grad_input only, the input by
+        // grad_weight only.
+        at::Tensor wt = need_input ? weight_taps_c(w_) : at::Tensor();
         at::Tensor x = need_weight ? x_.contiguous(kCL) : x_;
         Backward<scalar_t> bw(
             g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-            wt.const_data_ptr<A>(),
+            need_input ? wt.const_data_ptr<A>() : nullptr,
             need_input ? gin.mutable_data_ptr<scalar_t>() : nullptr);
         // One pass when there are enough lines to share between threads.
         if (need_input && need_weight &&
