@@ -251,16 +251,38 @@ inline void conv_edge(S* __restrict__ out, const RowSpec& r,
   }
 }
 
+// Software prefetch (into L2) of up to 4 rows that the next row of the
+// loop reads and the current one does not, spread over the current row's
+// work: upto(pos) prefetches each row's bytes [done, pos). Rows of a few KB
+// interleaved 9 at a time are not streams the hardware prefetcher follows;
+// ahead of time they cut grad_input and grad_weight 1.0-1.35x (A/B of
+// docs/benchmarks.md).
+struct Prefetch {
+  const char* p[4];
+  int n = 0;
+  int64_t len = 0;  // bytes per row
+  int64_t done = 0;
+  inline void upto(int64_t pos) {
+    pos = std::min(pos, len);
+    for (; done < pos; done += 64)
+      for (int i = 0; i < n; ++i) __builtin_prefetch(p[i] + done, 0, 2);
+  }
+};
+
 template <typename S, int NT, int IS>
 void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
-                 const typename Io<S>::A* const* wp, int64_t P) {
+                 const typename Io<S>::A* const* wp, int64_t P,
+                 Prefetch* pf) {
   constexpr int G = NT > 1 ? 4 : 8;
   int64_t lo, hi;
   interior(r, &lo, &hi);
   int64_t j = lo;
-  for (; j + 8 <= hi; j += 8)
+  for (; j + 8 <= hi; j += 8) {
+    if (pf) pf->upto(pf->len * (j + 8) / r.J);
     for (int64_t b = 0; b < r.nb; ++b)
       conv_block<S, NT, IS, 8>(out, r, in, wp, P, j, r.cofs[b]);
+  }
+  if (pf) pf->upto(pf->len);
   for (; j + 4 <= hi; j += 4)
     for (int64_t b = 0; b < r.nb; ++b)
       conv_block<S, NT, IS, 4>(out, r, in, wp, P, j, r.cofs[b]);
@@ -289,30 +311,32 @@ void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
 
 template <typename S, int NT>
 void conv_row_is(S* out, const RowSpec& r, const S* const* in,
-                 const typename Io<S>::A* const* wp, int64_t P) {
+                 const typename Io<S>::A* const* wp, int64_t P,
+                 Prefetch* pf) {
   if (r.is == 1)
-    conv_row_nt<S, NT, 1>(out, r, in, wp, P);
+    conv_row_nt<S, NT, 1>(out, r, in, wp, P, pf);
   else if (r.is == 2)
-    conv_row_nt<S, NT, 2>(out, r, in, wp, P);
+    conv_row_nt<S, NT, 2>(out, r, in, wp, P, pf);
   else
-    conv_row_nt<S, NT, 0>(out, r, in, wp, P);
+    conv_row_nt<S, NT, 0>(out, r, in, wp, P, pf);
 }
 
 template <typename S>
 void conv_row(S* out, const RowSpec& r, const S* const* in,
-              const typename Io<S>::A* const* wp, int64_t P) {
+              const typename Io<S>::A* const* wp, int64_t P,
+              Prefetch* pf = nullptr) {
   switch (r.ntaps) {
     case 0:
-      conv_row_nt<S, 0, 1>(out, r, in, wp, P);
+      conv_row_nt<S, 0, 1>(out, r, in, wp, P, pf);
       break;
     case 1:
-      conv_row_is<S, 1>(out, r, in, wp, P);
+      conv_row_is<S, 1>(out, r, in, wp, P, pf);
       break;
     case 2:
-      conv_row_is<S, 2>(out, r, in, wp, P);
+      conv_row_is<S, 2>(out, r, in, wp, P, pf);
       break;
     case 3:
-      conv_row_is<S, 3>(out, r, in, wp, P);
+      conv_row_is<S, 3>(out, r, in, wp, P, pf);
       break;
     default:
       for (int64_t j = 0; j < r.J; ++j) conv_border(out, r, in, wp, P, j);
@@ -585,9 +609,10 @@ struct Backward {
     bufsize = taps * nb * kL;
   }
 
-  // in/wp: scratch of KT * KH entries.
+  // in/wp: scratch of KT * KH entries. pf_next: the caller's next row is
+  // (n, ti + 1, hi).
   void gi_row(int64_t n, int64_t ti, int64_t hi, const S** in,
-              const A** wp) const {
+              const A** wp, bool pf_next = false) const {
     const int64_t C = g.C;
     int64_t P = 0;
     for (int64_t kt = 0; kt < g.KT; ++kt) {
@@ -606,13 +631,46 @@ struct Backward {
       }
     }
     S* o = gin + ((n * g.T + ti) * g.H + hi) * g.W * C;
+    // The next row (ti + 1) first reads the grad_output rows of kt = 0.
+    Prefetch pf;
+    if (pf_next && ti + 1 < g.T) {
+      const int64_t dt = ti + 1 + g.pt;
+      if (dt % g.st == 0 && dt / g.st < g.To)
+        for (int64_t kh = 0; kh < g.KH && pf.n < 4; ++kh) {
+          const int64_t dh = hi + g.ph - kh;
+          if (dh < 0 || dh % g.sh || dh / g.sh >= g.Ho) continue;
+          pf.p[pf.n++] = reinterpret_cast<const char*>(
+              go + ((n * g.To + dt / g.st) * g.Ho + dh / g.sh) * g.Wo * C);
+        }
+      pf.len = g.Wo * C * sizeof(S);
+    }
     for (int64_t ph = 0; ph < g.sw; ++ph)
-      conv_row(o + ph * C, gi_specs[ph], in, wp, P);
+      conv_row(o + ph * C, gi_specs[ph], in, wp, P,
+               ph == 0 && pf.n ? &pf : nullptr);
   }
 
-  void gw_row(int64_t n, int64_t to, int64_t ho, A* buf) const {
+  // pf_next: the caller's next row is (n, to + 1, ho).
+  void gw_row(int64_t n, int64_t to, int64_t ho, A* buf,
+              bool pf_next = false) const {
     const int64_t C = g.C, nb = cofs.size();
     const S* gor = go + ((n * g.To + to) * g.Ho + ho) * g.Wo * C;
+    // The next row (to + 1) first reads its grad_output row and the input
+    // rows of kt = KT - 1.
+    Prefetch pf;
+    if (pf_next && to + 1 < g.To) {
+      pf.p[pf.n++] = reinterpret_cast<const char*>(gor + g.Ho * g.Wo * C);
+      const int64_t ti = (to + 1) * g.st + g.KT - 1 - g.pt;
+      if (ti < g.T)
+        for (int64_t kh = 0; kh < g.KH && pf.n < 4; ++kh) {
+          const int64_t hi = ho * g.sh + kh - g.ph;
+          if (hi < 0 || hi >= g.H) continue;
+          pf.p[pf.n++] = reinterpret_cast<const char*>(
+              x + ((n * g.T + ti) * g.H + hi) * g.W * C);
+        }
+      pf.len = std::min(g.W, g.Wo) * C * sizeof(S);
+    }
+    int64_t k = 0;
+    const int64_t npairs = g.KT * g.KH;
     for (int64_t kt = 0; kt < g.KT; ++kt) {
       const int64_t ti = to * g.st + kt - g.pt;
       if (ti < 0 || ti >= g.T) continue;
@@ -621,6 +679,7 @@ struct Backward {
         if (hi < 0 || hi >= g.H) continue;
         const S* xr = x + ((n * g.T + ti) * g.H + hi) * g.W * C;
         A* bp = buf + (kt * g.KH + kh) * g.KW * nb * kL;
+        if (pf.n) pf.upto(pf.len * (++k) / npairs);
         gw_pair_any(gor, xr, bp, gw_spec, gw_lo, gw_hi);
       }
     }
@@ -657,7 +716,7 @@ void grad_input_impl(const Backward<S>& bw) {
     std::vector<const A*> wp(g.KT * g.KH);
     for (int64_t row = b; row < e; ++row)
       bw.gi_row(row / (g.H * g.T), row % g.T, (row / g.T) % g.H, in.data(),
-                wp.data());
+                wp.data(), row + 1 < e);
   });
 }
 
@@ -674,7 +733,8 @@ void grad_weight_impl(const Backward<S>& bw, S* gw) {
       A* buf = bufs.data() + k * bw.bufsize;
       const int64_t rb = rows * k / nchunks, re = rows * (k + 1) / nchunks;
       for (int64_t row = rb; row < re; ++row)
-        bw.gw_row(row / (g.Ho * g.To), row % g.To, (row / g.To) % g.Ho, buf);
+        bw.gw_row(row / (g.Ho * g.To), row % g.To, (row / g.To) % g.Ho, buf,
+                  row + 1 < re);
     }
   });
   bw.reduce(bufs, nchunks, gw);
@@ -702,12 +762,12 @@ void grad_both_impl(const Backward<S>& bw, S* gw) {
       const int64_t lb = lines * k / nchunks, le = lines * (k + 1) / nchunks;
       for (int64_t line = lb; line < le; ++line) {
         const int64_t n = line / g.Ho, ho = line % g.Ho;
-        for (int64_t to = 0; to < g.To; ++to) bw.gw_row(n, to, ho, buf);
+        for (int64_t to = 0; to < g.To; ++to) bw.gw_row(n, to, ho, buf, true);
         const int64_t h0 = std::min(ho * g.sh, g.H);
         const int64_t h1 = ho == g.Ho - 1 ? g.H : std::min(h0 + g.sh, g.H);
         for (int64_t hi = h0; hi < h1; ++hi)
           for (int64_t ti = 0; ti < g.T; ++ti)
-            bw.gi_row(n, ti, hi, in.data(), wp.data());
+            bw.gi_row(n, ti, hi, in.data(), wp.data(), true);
       }
     }
   });
