@@ -42,17 +42,39 @@ def reference(x, w, stride, padding):
     return y, g, gx, gw
 
 
-def ours(x, w, stride, padding, g):
+def run(via, x, w, stride, padding):
+    """The convolution through the custom op (what torch.compile records)
+    or through :func:`channelwise_conv3d` (eager: the op's kernels in an
+    autograd.Function)."""
+    if via == 'op':
+        return torch.ops.x3d_plugin.channelwise_conv3d(x, w, stride, padding)
+    calls = []
+    real = cw_mod._EagerCpuConv.apply
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    cw_mod._EagerCpuConv.apply = spy
+    try:
+        y = channelwise_conv3d(x, w, stride, padding)
+    finally:
+        cw_mod._EagerCpuConv.apply = real
+    assert calls == [1], 'the eager path did not run'
+    return y
+
+
+def ours(x, w, stride, padding, g, via='op'):
     x = x.detach().clone().requires_grad_()
     w = w.detach().clone().requires_grad_()
-    y = torch.ops.x3d_plugin.channelwise_conv3d(x, w, stride, padding)
+    y = run(via, x, w, stride, padding)
     gx, gw = torch.autograd.grad(y, (x, w), g)
     return y, gx, gw
 
 
-def check(x, w, stride, padding, rtol=1e-4, atol=1e-4):
+def check(x, w, stride, padding, rtol=1e-4, atol=1e-4, via='op'):
     y0, g, gx0, gw0 = reference(x, w, stride, padding)
-    y, gx, gw = ours(x, w, stride, padding, g)
+    y, gx, gw = ours(x, w, stride, padding, g, via)
     assert y.is_contiguous(memory_format=CL)
     # Tolerances relative to each result's magnitude (grad_weight sums
     # many products).
@@ -76,9 +98,10 @@ X3D_OPS = [
 @pytest.mark.parametrize('channels', [13, 54, 216])
 def test_kernel_forward_itself(fast, dtype, kernel, stride, padding,
                                channels):
-    """The op's float forward of a 3x3x3 kernel runs F.conv3d (faster
-    there); the C++ forward (the 5x1x1 and bf16 forwards, and the row
-    kernel that grad_input shares) is checked directly in float too."""
+    """The op's float forward of a 3x3x3 kernel below 192 channels runs
+    F.conv3d (faster there); the C++ forward (every other forward, and the
+    row kernel that grad_input shares) is checked directly at every
+    width."""
     x = torch.randn(2, channels, 5, 9, 7, dtype=dtype)
     w = torch.randn(channels, 1, *kernel, dtype=dtype)
     y = torch.ops.x3d_plugin_cpu.forward(x, w, list(stride), list(padding))
@@ -87,12 +110,42 @@ def test_kernel_forward_itself(fast, dtype, kernel, stride, padding,
     torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('via', ['op', 'eager'])
 @pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
 @pytest.mark.parametrize('channels', [24, 54, 108, 216, 432])
-def test_x3d_shapes(fast, kernel, stride, padding, channels):
+def test_x3d_shapes(fast, kernel, stride, padding, channels, via):
     x = torch.randn(2, channels, 4, 10, 10)
     w = torch.randn(channels, 1, *kernel)
-    check(x, w, stride, padding)
+    check(x, w, stride, padding, via=via)
+
+
+@pytest.mark.parametrize('channels,width,ours_runs', [(216, 7, True),
+                                                      (192, 12, True),
+                                                      (216, 6, False),
+                                                      (108, 12, False)])
+def test_float_forward_choice(fast, channels, width, ours_runs):
+    """A float32 3x3x3 forward runs the C++ kernel from 192 channels on
+    frames at least 7 wide (faster than oneDNN's there), F.conv3d below;
+    the result is the same."""
+    x = torch.randn(1, channels, 3, 5, width, requires_grad=True)
+    w = torch.randn(channels, 1, 3, 3, 3)
+    calls = []
+    real = torch.ops.x3d_plugin_cpu.forward
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[2:])
+            return real(*args)
+
+    cw_mod.torch.ops.x3d_plugin_cpu.forward = Spy()
+    try:
+        y = channelwise_conv3d(x, w, (1, 2, 2), 1)
+    finally:
+        cw_mod.torch.ops.x3d_plugin_cpu.forward = real
+    assert calls == ([([1, 2, 2], [1, 1, 1])] if ours_runs else [])
+    torch.testing.assert_close(
+        y, F.conv3d(x, w, None, (1, 2, 2), 1, 1, channels), rtol=1e-4,
+        atol=1e-4)
 
 
 @pytest.mark.parametrize('channels', [3, 13, 30, 72, 162])
@@ -150,43 +203,45 @@ def test_other_geometries(fast):
     check(x, torch.randn(20, 1, 3, 1, 3), (3, 3, 3), (1, 0, 1))
 
 
-def test_layouts_and_noncontiguous(fast):
+@pytest.mark.parametrize('via', ['op', 'eager'])
+def test_layouts_and_noncontiguous(fast, via):
     x = torch.randn(2, 54, 4, 8, 8)
     w = torch.randn(54, 1, 3, 3, 3)
-    check(x, w, (1, 1, 1), (1, 1, 1))  # NCDHW
-    check(x.contiguous(memory_format=CL), w, (1, 2, 2), (1, 1, 1))
+    check(x, w, (1, 1, 1), (1, 1, 1), via=via)  # NCDHW
+    check(x.contiguous(memory_format=CL), w, (1, 2, 2), (1, 1, 1), via=via)
     big = torch.randn(2, 60, 6, 9, 8)
     sliced = big[:, 3:57, 1:5, :8]  # neither layout
     assert not sliced.is_contiguous()
-    check(sliced, w, (1, 1, 1), (1, 1, 1))
+    check(sliced, w, (1, 1, 1), (1, 1, 1), via=via)
     permuted = torch.randn(2, 8, 8, 4, 54).permute(0, 4, 3, 1, 2)
-    check(permuted, w, (1, 2, 2), (1, 1, 1))
+    check(permuted, w, (1, 2, 2), (1, 1, 1), via=via)
     check(x, w.transpose(2, 4).contiguous().transpose(2, 4), (1, 1, 1),
-          (1, 1, 1))
+          (1, 1, 1), via=via)
 
 
-def test_needs_input_grad(fast):
+@pytest.mark.parametrize('via', ['op', 'eager'])
+def test_needs_input_grad(fast, via):
     """Only the asked-for gradient is computed (frozen weight / input)."""
     x = torch.randn(1, 16, 3, 6, 6)
     w = torch.randn(16, 1, 3, 3, 3)
     y0, g, gx0, gw0 = reference(x, w, (1, 1, 1), (1, 1, 1))
     xr = x.clone().requires_grad_()
-    y = torch.ops.x3d_plugin.channelwise_conv3d(xr, w, (1, 1, 1), (1, 1, 1))
+    y = run(via, xr, w, (1, 1, 1), (1, 1, 1))
     (gx, ) = torch.autograd.grad(y, xr, g)
     torch.testing.assert_close(gx, gx0, rtol=1e-4, atol=1e-4)
     wr = w.clone().requires_grad_()
-    y = torch.ops.x3d_plugin.channelwise_conv3d(x, wr, (1, 1, 1), (1, 1, 1))
+    y = run(via, x, wr, (1, 1, 1), (1, 1, 1))
     (gw, ) = torch.autograd.grad(y, wr, g)
     torch.testing.assert_close(gw, gw0, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize('via', ['op', 'eager'])
 @pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
-def test_gradcheck_float64(fast, kernel, stride, padding):
+def test_gradcheck_float64(fast, kernel, stride, padding, via):
     x = torch.randn(1, 9, 3, 5, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(9, 1, *kernel, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, b: torch.ops.x3d_plugin.channelwise_conv3d(
-            a, b, stride, padding), (x, w))
+        lambda a, b: run(via, a, b, stride, padding), (x, w))
 
 
 def test_bfloat16_autocast(fast):

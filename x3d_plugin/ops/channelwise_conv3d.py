@@ -301,24 +301,51 @@ def _out_shape(x, weight, stride, padding):
 # --------------------------------------------------------------------------
 # torch.library custom ops
 # --------------------------------------------------------------------------
-@torch.library.custom_op('x3d_plugin::channelwise_conv3d', mutates_args=())
-def _cw_conv3d_op(x: torch.Tensor, weight: torch.Tensor,
-                  stride: Sequence[int],
-                  padding: Sequence[int]) -> torch.Tensor:
+def _ours_forward_faster(x, weight) -> bool:
+    """Whether our C++ forward beats PyTorch's (oneDNN's) channels-last
+    one for a float32 3x3x3 kernel: at 192 channels and more on frames at
+    least 7 wide (X3D's res4/res5 stages: 1.1-1.7x, both layouts measured
+    side by side in ``docs/benchmarks.md``). Narrower layers (54 and 108
+    channels: up to 1.4x slower) and tiny frames keep oneDNN's."""
+    return (x.dtype == torch.float32 and weight.shape[0] >= 192
+            and x.shape[-1] >= 7)
+
+
+def _cpu_forward(x, weight, stride, padding):
+    """The op's CPU forward."""
     if (x.dtype in _ATEN_FORWARD_DTYPES and weight.dtype == x.dtype
-            and not _temporal_only(weight)):
+            and not _temporal_only(weight)
+            and not _ours_forward_faster(x, weight)):
         # PyTorch's own channels-last forward (oneDNN) of a 3x3x3 kernel is
-        # up to 2x faster than ours in float32 (tools/benchmark/op_speed.py
-        # shapes); its backward is what is slow. Ours keeps the forward of
-        # the stem's 5x1x1 kernel (oneDNN's took 8-18x ours from 32x32
-        # frames up, one thread, AVX2) and of bfloat16 (faster on CPUs
-        # without native bf16 arithmetic).
+        # up to 2x faster than ours in float32 below 192 channels
+        # (tools/benchmark/op_speed.py shapes); its backward is what is
+        # slow. Ours keeps the forward of the stem's 5x1x1 kernel
+        # (oneDNN's took 8-18x ours from 32x32 frames up, one thread, AVX2),
+        # of bfloat16 (faster on CPUs without native bf16 arithmetic) and
+        # of the wide layers (_ours_forward_faster).
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
         return out.contiguous(memory_format=torch.channels_last_3d)
     _require_extension()
     return torch.ops.x3d_plugin_cpu.forward(x, weight, list(stride),
                                             list(padding))
+
+
+def _cpu_backward(grad_out, x, weight, stride, padding, need_input,
+                  need_weight):
+    """The op's CPU backward: (grad_input, grad_weight), an empty tensor
+    for a gradient not asked for."""
+    _require_extension()
+    return torch.ops.x3d_plugin_cpu.backward(grad_out, x, weight,
+                                             list(stride), list(padding),
+                                             need_input, need_weight)
+
+
+@torch.library.custom_op('x3d_plugin::channelwise_conv3d', mutates_args=())
+def _cw_conv3d_op(x: torch.Tensor, weight: torch.Tensor,
+                  stride: Sequence[int],
+                  padding: Sequence[int]) -> torch.Tensor:
+    return _cpu_forward(x, weight, stride, padding)
 
 
 @_cw_conv3d_op.register_kernel('cuda')
@@ -344,10 +371,8 @@ def _cw_conv3d_backward_op(
         grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         stride: Sequence[int], padding: Sequence[int], need_input: bool,
         need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    _require_extension()
-    return torch.ops.x3d_plugin_cpu.backward(grad_out, x, weight,
-                                             list(stride), list(padding),
-                                             need_input, need_weight)
+    return _cpu_backward(grad_out, x, weight, stride, padding, need_input,
+                         need_weight)
 
 
 @_cw_conv3d_backward_op.register_kernel('cuda')
@@ -396,6 +421,52 @@ def _backward(ctx, grad_out):
 _cw_conv3d_op.register_autograd(_backward, setup_context=_setup_context)
 torch.library.register_autocast('x3d_plugin::channelwise_conv3d', 'cpu',
                                 torch.bfloat16)
+
+
+class _EagerCpuConv(torch.autograd.Function):
+    """The custom op's CPU computation for eager mode, as a plain
+    ``autograd.Function``: a custom op call goes through more Python per
+    forward+backward (0.1-0.5 ms more on the 2-core AVX2 machine of
+    ``docs/benchmarks.md``, a tenth of a small layer's step). Under
+    ``torch.compile`` the custom op runs instead (one op in the graph)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return _cpu_forward(x, weight, stride, padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need_input, need_weight = ctx.needs_input_grad[:2]
+        if not (need_input or need_weight):
+            return None, None, None, None
+        gi, gw = _cpu_backward(grad_out, x, weight, ctx.stride, ctx.padding,
+                               need_input, need_weight)
+        return (gi if need_input else None, gw if need_weight else None,
+                None, None)
+
+
+def _bf16(t):
+    """What the op's registered CPU autocast does to a tensor argument."""
+    if t.is_floating_point() and t.dtype != torch.float64:
+        return t.to(torch.bfloat16)
+    return t
+
+
+def _cpu_op(x, weight, stride, padding):
+    """The CPU convolution through the custom op (under ``torch.compile``)
+    or its eager twin :class:`_EagerCpuConv` (same kernels, same autocast
+    to bfloat16)."""
+    if torch.compiler.is_compiling():
+        return _cw_conv3d_op(x, weight, stride, padding)
+    if torch.is_autocast_enabled('cpu'):
+        x, weight = _bf16(x), _bf16(weight)
+        with torch.autocast('cpu', enabled=False):
+            return _EagerCpuConv.apply(x, weight, stride, padding)
+    return _EagerCpuConv.apply(x, weight, stride, padding)
 
 
 def _triple(v) -> Tuple[int, int, int]:
@@ -494,7 +565,7 @@ def channelwise_conv3d(x: torch.Tensor,
         return _cw_conv3d_op(*cuda_inputs, stride, padding)
     if _use_op(x, weight) and (x.dtype == weight.dtype
                                or torch.is_autocast_enabled('cpu')):
-        return _cw_conv3d_op(x, weight, stride, padding)
+        return _cpu_op(x, weight, stride, padding)
     return F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
 
 
@@ -580,5 +651,5 @@ class ChannelwiseConv3d(nn.Conv3d):
                 return _cw_conv3d_op(*cuda_inputs, self.stride,
                                      self.padding)
         if self._fast_ok(x):
-            return _cw_conv3d_op(x, self.weight, self.stride, self.padding)
+            return _cpu_op(x, self.weight, self.stride, self.padding)
         return super().forward(x)
