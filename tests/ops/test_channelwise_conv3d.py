@@ -123,11 +123,12 @@ def test_x3d_shapes(fast, kernel, stride, padding, channels, via):
                                                       (192, 12, True),
                                                       (216, 6, False),
                                                       (108, 12, False)])
-def test_float_forward_choice(fast, channels, width, ours_runs):
+@pytest.mark.parametrize('grad', [True, False])
+def test_float_forward_choice(fast, channels, width, ours_runs, grad):
     """A float32 3x3x3 forward runs the C++ kernel from 192 channels on
-    frames at least 7 wide (faster than oneDNN's there), F.conv3d below;
-    the result is the same."""
-    x = torch.randn(1, channels, 3, 5, width, requires_grad=True)
+    frames at least 7 wide (faster than oneDNN's there), in training and
+    inference, and F.conv3d below; the result is the same."""
+    x = torch.randn(1, channels, 3, 5, width, requires_grad=grad)
     w = torch.randn(channels, 1, 3, 3, 3)
     calls = []
     real = torch.ops.x3d_plugin_cpu.forward
@@ -411,9 +412,9 @@ def test_torch_compile_inductor(fast):
 
 def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
         fast):
-    """Float inference gains nothing from the op (its float forward is
-    F.conv3d), bf16 inference does (the forward is ours), training always
-    does (the backward is ours)."""
+    """Float inference of a 3x3x3 layer below 192 channels gains nothing
+    from the op (its float forward is F.conv3d there), bf16 inference does
+    (the forward is ours), training always does (the backward is ours)."""
     m = ChannelwiseConv3d(54, 3, padding=1)
     x = torch.randn(2, 54, 4, 10, 10)
     use = cw_mod._use_op

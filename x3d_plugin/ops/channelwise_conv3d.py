@@ -307,8 +307,9 @@ def _ours_forward_faster(x, weight) -> bool:
     least 7 wide (X3D's res4/res5 stages: 1.1-1.7x, both layouts measured
     side by side in ``docs/benchmarks.md``). Narrower layers (54 and 108
     channels: up to 1.4x slower) and tiny frames keep oneDNN's."""
-    return (x.dtype == torch.float32 and weight.shape[0] >= 192
-            and x.shape[-1] >= 7)
+    return (x.dtype == torch.float32 and weight.dtype == torch.float32
+            and tuple(weight.shape[2:]) == (3, 3, 3)
+            and weight.shape[0] >= 192 and x.shape[-1] >= 7)
 
 
 def _cpu_forward(x, weight, stride, padding):
@@ -533,15 +534,16 @@ def _use_op(x, weight) -> bool:
     """Whether the custom op runs: the fast path applies and the op does
     what PyTorch's ``F.conv3d`` would not, i.e. autograd will need the
     backward, or the forward is ours: bfloat16 (a bf16 input, or CPU
-    autocast, which :func:`_fast_path_applies` allows only to bf16) or a
-    kt x 1 x 1 kernel. Any other float forward without a backward is
-    PyTorch's inside the op as well, so the op is skipped."""
+    autocast, which :func:`_fast_path_applies` allows only to bf16), a
+    kt x 1 x 1 kernel or a wide float32 layer
+    (:func:`_ours_forward_faster`). Any other float forward without a
+    backward is PyTorch's inside the op as well, so the op is skipped."""
     if not _fast_path_applies(x, weight):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return True
     return (x.dtype == torch.bfloat16 or torch.is_autocast_enabled('cpu')
-            or _temporal_only(weight))
+            or _temporal_only(weight) or _ours_forward_faster(x, weight))
 
 
 def channelwise_conv3d(x: torch.Tensor,
@@ -586,9 +588,11 @@ class ChannelwiseConv3d(nn.Conv3d):
       (:func:`set_fast_channelwise`),
     * the module is not being traced, scripted or exported to ONNX (those
       record a standard ``conv3d``),
-    * autograd will need the backward, or the convolution runs in bfloat16
-      (a bf16 input or CPU autocast); the float forward is PyTorch's own
-      inside the op too, so float inference skips the op.
+    * autograd will need the backward, or the forward is ours: bfloat16
+      (a bf16 input or CPU autocast), the stem's kt x 1 x 1 kernel, or a
+      float32 3x3x3 kernel of 192 channels or more on frames at least 7
+      wide; any other float forward is PyTorch's own inside the op too, so
+      float inference skips the op there.
 
     On a CUDA input (float32, float64, float16 or bfloat16; under
     ``torch.autocast('cuda')`` in the autocast dtype) it runs the op's
