@@ -64,6 +64,24 @@ def run(via, x, w, stride, padding):
     return y
 
 
+def kernel_forward_calls(fn):
+    """``fn()`` and the (stride, padding) of each call it made to the C++
+    forward."""
+    calls = []
+    real = torch.ops.x3d_plugin_cpu.forward
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[2:])
+            return real(*args)
+
+    cw_mod.torch.ops.x3d_plugin_cpu.forward = Spy()
+    try:
+        return fn(), calls
+    finally:
+        cw_mod.torch.ops.x3d_plugin_cpu.forward = real
+
+
 def ours(x, w, stride, padding, g, via='op'):
     x = x.detach().clone().requires_grad_()
     w = w.detach().clone().requires_grad_()
@@ -130,19 +148,8 @@ def test_float_forward_choice(fast, channels, width, ours_runs, grad):
     inference, and F.conv3d below; the result is the same."""
     x = torch.randn(1, channels, 3, 5, width, requires_grad=grad)
     w = torch.randn(channels, 1, 3, 3, 3)
-    calls = []
-    real = torch.ops.x3d_plugin_cpu.forward
-
-    class Spy:
-        def __call__(self, *args):
-            calls.append(args[2:])
-            return real(*args)
-
-    cw_mod.torch.ops.x3d_plugin_cpu.forward = Spy()
-    try:
-        y = channelwise_conv3d(x, w, (1, 2, 2), 1)
-    finally:
-        cw_mod.torch.ops.x3d_plugin_cpu.forward = real
+    y, calls = kernel_forward_calls(
+        lambda: channelwise_conv3d(x, w, (1, 2, 2), 1))
     assert calls == ([([1, 2, 2], [1, 1, 1])] if ours_runs else [])
     torch.testing.assert_close(
         y, F.conv3d(x, w, None, (1, 2, 2), 1, 1, channels), rtol=1e-4,
@@ -438,19 +445,7 @@ def test_temporal_kernel_forward_is_ours_also_for_float_inference(fast):
     x = torch.randn(2, 24, 6, 33, 35)
     with torch.no_grad():
         assert cw_mod._use_op(x, m.weight)
-        calls = []
-        real = torch.ops.x3d_plugin_cpu.forward
-
-        class Spy:
-            def __call__(self, *args):
-                calls.append(args[2:])
-                return real(*args)
-
-        cw_mod.torch.ops.x3d_plugin_cpu.forward = Spy()
-        try:
-            y = m(x)
-        finally:
-            cw_mod.torch.ops.x3d_plugin_cpu.forward = real
+        y, calls = kernel_forward_calls(lambda: m(x))
     assert calls == [([1, 1, 1], [2, 0, 0])]
     assert y.is_contiguous(memory_format=CL)
     torch.testing.assert_close(

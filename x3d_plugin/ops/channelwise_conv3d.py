@@ -14,6 +14,10 @@ layout, vectorised over channels, and wraps it as
   ``F.conv3d`` when the extension is unavailable),
 * :class:`ChannelwiseConv3d`, a drop-in ``nn.Conv3d`` subclass.
 
+On CPU the last two call the kernels through the custom op under
+``torch.compile`` and through an ``autograd.Function`` in eager mode (the
+same kernels and CPU autocast, less Python per call).
+
 Build: the extension is compiled with ``torch.utils.cpp_extension.load``
 (needs a C++ compiler and ``ninja``) on first use and cached on disk. The
 cache root is ``$X3D_PLUGIN_CACHE`` if set, else ``$TORCH_EXTENSIONS_DIR``,
