@@ -180,6 +180,20 @@ def test_wide_rows_and_batch(fast):
     check(x, w, (1, 2, 2), (1, 1, 1))
 
 
+@pytest.mark.parametrize('stride', [(1, 1, 1), (1, 2, 2)])
+@pytest.mark.parametrize('width', list(range(7, 18)))
+def test_row_tails(fast, width, stride):
+    """Every way a row of 7-17 outputs splits into blocks of 8 and 4, the
+    border blocks (first output without tap 0, last without tap 2) and the
+    edge groups, in float64 against F.conv3d."""
+    x = torch.randn(1, 8, 3, 3, width, dtype=torch.float64)
+    w = torch.randn(8, 1, 3, 3, 3, dtype=torch.float64)
+    check(x, w, stride, (1, 1, 1), rtol=1e-10, atol=1e-10)  # grad_input
+    y = torch.ops.x3d_plugin_cpu.forward(x, w, list(stride), [1, 1, 1])
+    torch.testing.assert_close(y, F.conv3d(x, w, None, stride, 1, 1, 8),
+                               rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize('threads', [1, 2])
 @pytest.mark.parametrize('kernel,stride,padding', [
     ((3, 3, 3), (1, 2, 2), (1, 1, 1)),

@@ -135,9 +135,13 @@ struct RowSpec {
   int64_t nb;
 };
 
-// JB consecutive interior outputs j.. of one channel block; IS > 0 is the
-// compile-time input step (loads shared between taps), 0 = runtime.
-template <typename S, int NT, int IS, int JB>
+// JB consecutive outputs j.. of one channel block; IS > 0 is the
+// compile-time input step (loads shared between taps), 0 = runtime. The
+// outputs are interior (every tap inside the input) except, with LB, the
+// first, whose tap 0 falls before the input, and with RB the last, whose
+// tap NT - 1 falls past it.
+template <typename S, int NT, int IS, int JB, bool LB = false,
+          bool RB = false>
 inline void conv_block(S* __restrict__ out, const RowSpec& r,
                        const S* const* in,
                        const typename Io<S>::A* const* wp, int64_t P,
@@ -157,8 +161,11 @@ inline void conv_block(S* __restrict__ out, const RowSpec& r,
     V wv[NT > 0 ? NT : 1];
     for (int t = 0; t < NT; ++t) wv[t] = IoA<A>::load(w + wo[t]);
     for (int jj = 0; jj < JB; ++jj)
-      for (int t = 0; t < NT; ++t)
+      for (int t = 0; t < NT; ++t) {
+        if ((LB && jj == 0 && t == 0) || (RB && jj == JB - 1 && t == NT - 1))
+          continue;
         acc[jj] += wv[t] * Io<S>::load(ip + (jj * is + t) * C);
+      }
   }
   S* o = out + j * r.ostep + c;
   for (int jj = 0; jj < JB; ++jj) Io<S>::store(o + jj * r.ostep, acc[jj]);
@@ -277,12 +284,38 @@ void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
   int64_t lo, hi;
   interior(r, &lo, &hi);
   int64_t j = lo;
+  // 3-tap rows padded by one (X3D's): the first output misses only tap 0
+  // and the last (at stride 1) only tap 2, so blocks can hold them, where
+  // the edge groups below cost about twice a block's time per output.
+  const bool lb = NT == 3 && lo == 1 && r.off0 == -1 && hi >= 8;
+  const bool rb = NT == 3 && hi == r.J - 1 && hi >= 8 &&
+                  (r.J - 1) * r.is + r.off0 + 2 == r.win;
+  if (lb) {
+    for (int64_t b = 0; b < r.nb; ++b)
+      conv_block<S, NT, IS, 8, true, false>(out, r, in, wp, P, 0, r.cofs[b]);
+    j = 8;
+  }
   for (; j + 8 <= hi; j += 8) {
     if (pf) pf->upto(pf->len * (j + 8) / r.J);
     for (int64_t b = 0; b < r.nb; ++b)
       conv_block<S, NT, IS, 8>(out, r, in, wp, P, j, r.cofs[b]);
   }
   if (pf) pf->upto(pf->len);
+  // The outputs left, the right border's included: 7-8 as one block of 8
+  // ending at the border, 3-4 as one of 4 (recomputing a few outputs:
+  // stores only).
+  if (rb && (r.J - j >= 7 || (r.J - j >= 3 && r.J - j <= 4))) {
+    const int64_t k = r.J - j >= 7 ? 8 : 4;
+    for (int64_t b = 0; b < r.nb; ++b) {
+      if (k == 8)
+        conv_block<S, NT, IS, 8, false, true>(out, r, in, wp, P, r.J - 8,
+                                              r.cofs[b]);
+      else
+        conv_block<S, NT, IS, 4, false, true>(out, r, in, wp, P, r.J - 4,
+                                              r.cofs[b]);
+    }
+    j = hi = r.J;
+  }
   for (; j + 4 <= hi; j += 4)
     for (int64_t b = 0; b < r.nb; ++b)
       conv_block<S, NT, IS, 4>(out, r, in, wp, P, j, r.cofs[b]);
@@ -296,7 +329,7 @@ void conv_row_nt(S* out, const RowSpec& r, const S* const* in,
       n = 0;
     }
   };
-  for (int64_t k = 0; k < lo; ++k) add(k);
+  for (int64_t k = lb ? lo : 0; k < lo; ++k) add(k);
   for (int64_t k = j; k < hi; ++k) add(k);
   for (int64_t k = hi; k < r.J; ++k) add(k);
   // The last group at its own size (no pass over empty slots).
