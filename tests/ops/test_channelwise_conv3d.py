@@ -116,9 +116,9 @@ X3D_OPS = [
 @pytest.mark.parametrize('channels', [13, 54, 216])
 def test_kernel_forward_itself(fast, dtype, kernel, stride, padding,
                                channels):
-    """The op's float forward of a 3x3x3 kernel below 192 channels runs
-    F.conv3d (faster there); the C++ forward (every other forward, and the
-    row kernel that grad_input shares) is checked directly at every
+    """The op's float forward of a 3x3x3 kernel runs F.conv3d at the
+    shapes where that is faster; the C++ forward (every other forward, and
+    the row kernel that grad_input shares) is checked directly at every
     width."""
     x = torch.randn(2, channels, 5, 9, 7, dtype=dtype)
     w = torch.randn(channels, 1, *kernel, dtype=dtype)
@@ -137,22 +137,29 @@ def test_x3d_shapes(fast, kernel, stride, padding, channels, via):
     check(x, w, stride, padding, via=via)
 
 
-@pytest.mark.parametrize('channels,width,ours_runs', [(216, 7, True),
-                                                      (192, 12, True),
-                                                      (216, 6, False),
-                                                      (108, 12, False)])
+@pytest.mark.parametrize('channels,width,stride,ours_runs', [
+    (54, 6, 1, True),
+    (54, 5, 1, False),
+    (216, 7, 2, True),
+    (192, 12, 2, True),
+    (216, 6, 2, False),
+    (108, 12, 2, False),
+])
 @pytest.mark.parametrize('grad', [True, False])
-def test_float_forward_choice(fast, channels, width, ours_runs, grad):
-    """A float32 3x3x3 forward runs the C++ kernel from 192 channels on
-    frames at least 7 wide (faster than oneDNN's there), in training and
-    inference, and F.conv3d below; the result is the same."""
+def test_float_forward_choice(fast, channels, width, stride, ours_runs,
+                              grad):
+    """A float32 3x3x3 forward runs the C++ kernel at stride 1 on frames at
+    least 6 wide and at stride 2 from 192 channels on frames at least 7
+    wide (faster than oneDNN's there), in training and inference, and
+    F.conv3d otherwise; the result is the same."""
+    stride = (1, stride, stride)
     x = torch.randn(1, channels, 3, 5, width, requires_grad=grad)
     w = torch.randn(channels, 1, 3, 3, 3)
     y, calls = kernel_forward_calls(
-        lambda: channelwise_conv3d(x, w, (1, 2, 2), 1))
-    assert calls == ([([1, 2, 2], [1, 1, 1])] if ours_runs else [])
+        lambda: channelwise_conv3d(x, w, stride, 1))
+    assert calls == ([(list(stride), [1, 1, 1])] if ours_runs else [])
     torch.testing.assert_close(
-        y, F.conv3d(x, w, None, (1, 2, 2), 1, 1, channels), rtol=1e-4,
+        y, F.conv3d(x, w, None, stride, 1, 1, channels), rtol=1e-4,
         atol=1e-4)
 
 
@@ -433,12 +440,16 @@ def test_torch_compile_inductor(fast):
 
 def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
         fast):
-    """Float inference of a 3x3x3 layer below 192 channels gains nothing
-    from the op (its float forward is F.conv3d there), bf16 inference does
-    (the forward is ours), training always does (the backward is ours)."""
-    m = ChannelwiseConv3d(54, 3, padding=1)
+    """Float inference of a 3x3x3 layer whose forward stays oneDNN's
+    (stride 2 below 192 channels) gains nothing from the op (its float
+    forward is F.conv3d there), bf16 inference does (the forward is ours),
+    training always does (the backward is ours)."""
+    m = ChannelwiseConv3d(54, 3, stride=(1, 2, 2), padding=1)
     x = torch.randn(2, 54, 4, 10, 10)
-    use = cw_mod._use_op
+
+    def use(a, w):
+        return cw_mod._use_op(a, w, m.stride)
+
     assert use(x, m.weight)  # training: the weight needs a gradient
     with torch.no_grad():
         assert not use(x, m.weight)
@@ -449,7 +460,8 @@ def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
     assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=CL)
     with torch.no_grad():
         y = m(x)
-    torch.testing.assert_close(y, F.conv3d(x, m.weight, None, 1, 1, 1, 54))
+    torch.testing.assert_close(
+        y, F.conv3d(x, m.weight, None, (1, 2, 2), 1, 1, 54))
 
 
 def test_temporal_kernel_forward_is_ours_also_for_float_inference(fast):
@@ -458,7 +470,7 @@ def test_temporal_kernel_forward_is_ours_also_for_float_inference(fast):
     m = ChannelwiseConv3d(24, (5, 1, 1), padding=(2, 0, 0))
     x = torch.randn(2, 24, 6, 33, 35)
     with torch.no_grad():
-        assert cw_mod._use_op(x, m.weight)
+        assert cw_mod._use_op(x, m.weight, m.stride)
         y, calls = kernel_forward_calls(lambda: m(x))
     assert calls == [([1, 1, 1], [2, 0, 0])]
     assert y.is_contiguous(memory_format=CL)

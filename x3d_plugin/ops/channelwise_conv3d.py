@@ -305,29 +305,32 @@ def _out_shape(x, weight, stride, padding):
 # --------------------------------------------------------------------------
 # torch.library custom ops
 # --------------------------------------------------------------------------
-def _ours_forward_faster(x, weight) -> bool:
+def _ours_forward_faster(x, weight, stride) -> bool:
     """Whether our C++ forward beats PyTorch's (oneDNN's) channels-last
-    one for a float32 3x3x3 kernel: at 192 channels and more on frames at
-    least 7 wide (X3D's res4/res5 stages: 1.1-1.7x, both layouts measured
-    side by side in ``docs/benchmarks.md``). Narrower layers (54 and 108
-    channels: up to 1.4x slower) and tiny frames keep oneDNN's."""
-    return (x.dtype == torch.float32 and weight.dtype == torch.float32
-            and tuple(weight.shape[2:]) == (3, 3, 3)
-            and weight.shape[0] >= 192 and x.shape[-1] >= 7)
+    one for a float32 3x3x3 kernel: at stride 1 on frames at least 6 wide,
+    at stride 2 from 192 channels on frames at least 7 wide (1.1-1.5x at
+    X3D's layer shapes, measured side by side in ``docs/benchmarks.md``).
+    The stride-2 layers of 54 and 108 channels (0.85-1.1x) and frames of
+    2-5 (0.85-0.95x) keep oneDNN's."""
+    if not (x.dtype == torch.float32 and weight.dtype == torch.float32
+            and tuple(weight.shape[2:]) == (3, 3, 3)):
+        return False
+    if tuple(stride[1:]) == (1, 1):
+        return x.shape[-1] >= 6
+    return weight.shape[0] >= 192 and x.shape[-1] >= 7
 
 
 def _cpu_forward(x, weight, stride, padding):
     """The op's CPU forward."""
     if (x.dtype in _ATEN_FORWARD_DTYPES and weight.dtype == x.dtype
             and not _temporal_only(weight)
-            and not _ours_forward_faster(x, weight)):
+            and not _ours_forward_faster(x, weight, stride)):
         # PyTorch's own channels-last forward (oneDNN) of a 3x3x3 kernel is
-        # up to 2x faster than ours in float32 below 192 channels
-        # (tools/benchmark/op_speed.py shapes); its backward is what is
-        # slow. Ours keeps the forward of the stem's 5x1x1 kernel
-        # (oneDNN's took 8-18x ours from 32x32 frames up, one thread, AVX2),
-        # of bfloat16 (faster on CPUs without native bf16 arithmetic) and
-        # of the wide layers (_ours_forward_faster).
+        # faster than ours at some shapes (_ours_forward_faster); its
+        # backward is what is slow. Ours runs the forward elsewhere, of the
+        # stem's 5x1x1 kernel (oneDNN's took 8-18x ours from 32x32 frames
+        # up, one thread, AVX2) and of bfloat16 (faster on CPUs without
+        # native bf16 arithmetic).
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
         return out.contiguous(memory_format=torch.channels_last_3d)
@@ -534,20 +537,21 @@ def _temporal_only(weight) -> bool:
     return weight.shape[3] == 1 and weight.shape[4] == 1
 
 
-def _use_op(x, weight) -> bool:
+def _use_op(x, weight, stride) -> bool:
     """Whether the custom op runs: the fast path applies and the op does
     what PyTorch's ``F.conv3d`` would not, i.e. autograd will need the
     backward, or the forward is ours: bfloat16 (a bf16 input, or CPU
     autocast, which :func:`_fast_path_applies` allows only to bf16), a
-    kt x 1 x 1 kernel or a wide float32 layer
-    (:func:`_ours_forward_faster`). Any other float forward without a
+    kt x 1 x 1 kernel or a float32 3x3x3 one where
+    :func:`_ours_forward_faster` holds. Any other float forward without a
     backward is PyTorch's inside the op as well, so the op is skipped."""
     if not _fast_path_applies(x, weight):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return True
     return (x.dtype == torch.bfloat16 or torch.is_autocast_enabled('cpu')
-            or _temporal_only(weight) or _ours_forward_faster(x, weight))
+            or _temporal_only(weight)
+            or _ours_forward_faster(x, weight, stride))
 
 
 def channelwise_conv3d(x: torch.Tensor,
@@ -569,7 +573,7 @@ def channelwise_conv3d(x: torch.Tensor,
     cuda_inputs = _cuda_inputs(x, weight)
     if cuda_inputs is not None:
         return _cw_conv3d_op(*cuda_inputs, stride, padding)
-    if _use_op(x, weight) and (x.dtype == weight.dtype
+    if _use_op(x, weight, stride) and (x.dtype == weight.dtype
                                or torch.is_autocast_enabled('cpu')):
         return _cpu_op(x, weight, stride, padding)
     return F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
@@ -594,9 +598,10 @@ class ChannelwiseConv3d(nn.Conv3d):
       record a standard ``conv3d``),
     * autograd will need the backward, or the forward is ours: bfloat16
       (a bf16 input or CPU autocast), the stem's kt x 1 x 1 kernel, or a
-      float32 3x3x3 kernel of 192 channels or more on frames at least 7
-      wide; any other float forward is PyTorch's own inside the op too, so
-      float inference skips the op there.
+      float32 3x3x3 kernel at stride 1 on frames at least 6 wide or at
+      stride 2 with 192 channels or more on frames at least 7 wide; any
+      other float forward is PyTorch's own inside the op too, so float
+      inference skips the op there.
 
     On a CUDA input (float32, float64, float16 or bfloat16; under
     ``torch.autocast('cuda')`` in the autocast dtype) it runs the op's
@@ -650,7 +655,7 @@ class ChannelwiseConv3d(nn.Conv3d):
                 and self.groups == self.in_channels == self.out_channels)
 
     def _fast_ok(self, x) -> bool:
-        return self._op_geometry() and _use_op(x, self.weight)
+        return self._op_geometry() and _use_op(x, self.weight, self.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == 'cuda' and self._op_geometry():

@@ -262,8 +262,8 @@ inline void conv_edge(S* __restrict__ out, const RowSpec& r,
 // loop reads and the current one does not, spread over the current row's
 // work: upto(pos) prefetches each row's bytes [done, pos). Rows of a few KB
 // interleaved 9 at a time are not streams the hardware prefetcher follows;
-// ahead of time they cut grad_input and grad_weight 1.0-1.35x (A/B of
-// docs/benchmarks.md).
+// ahead of time they cut the forward, grad_input and grad_weight
+// 1.0-1.35x (A/B of docs/benchmarks.md).
 struct Prefetch {
   const char* p[4];
   int n = 0;
@@ -585,7 +585,21 @@ void forward_impl(const Geo& g, const S* x, const typename Io<S>::A* wt,
           ++P;
         }
       }
-      conv_row(out + orow * g.Wo * C, r, in.data(), wp.data(), P);
+      // The next row (to + 1) first reads the input rows of kt = KT - 1.
+      Prefetch pf;
+      if (row + 1 < e && to + 1 < g.To) {
+        const int64_t ti = (to + 1) * g.st + g.KT - 1 - g.pt;
+        if (ti < g.T)
+          for (int64_t kh = 0; kh < g.KH && pf.n < 4; ++kh) {
+            const int64_t hi = ho * g.sh + kh - g.ph;
+            if (hi < 0 || hi >= g.H) continue;
+            pf.p[pf.n++] = reinterpret_cast<const char*>(
+                x + ((n * g.T + ti) * g.H + hi) * g.W * C);
+          }
+        pf.len = g.W * C * sizeof(S);
+      }
+      conv_row(out + orow * g.Wo * C, r, in.data(), wp.data(), P,
+               pf.n ? &pf : nullptr);
     }
   });
 }
