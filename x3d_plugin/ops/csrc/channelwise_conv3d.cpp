@@ -537,6 +537,22 @@ Geo make_geo(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
   return g;
 }
 
+// Adds to pf the input rows (n, (to + 1) * st + KT - 1 - pt, hi) for the
+// heights hi of output line ho: the rows that output row (n, to + 1, ho)
+// reads and (n, to, ho) does not.
+template <typename S>
+void add_next_frame_rows(Prefetch* pf, const Geo& g, const S* x, int64_t n,
+                         int64_t to, int64_t ho) {
+  const int64_t ti = (to + 1) * g.st + g.KT - 1 - g.pt;
+  if (ti < 0 || ti >= g.T) return;
+  for (int64_t kh = 0; kh < g.KH && pf->n < 4; ++kh) {
+    const int64_t hi = ho * g.sh + kh - g.ph;
+    if (hi < 0 || hi >= g.H) continue;
+    pf->p[pf->n++] = reinterpret_cast<const char*>(
+        x + ((n * g.T + ti) * g.H + hi) * g.W * g.C);
+  }
+}
+
 constexpr auto kCL = at::MemoryFormat::ChannelsLast3d;
 
 at::ScalarType acc_type(at::ScalarType s) {
@@ -588,14 +604,7 @@ void forward_impl(const Geo& g, const S* x, const typename Io<S>::A* wt,
       // The next row (to + 1) first reads the input rows of kt = KT - 1.
       Prefetch pf;
       if (row + 1 < e && to + 1 < g.To) {
-        const int64_t ti = (to + 1) * g.st + g.KT - 1 - g.pt;
-        if (ti < g.T)
-          for (int64_t kh = 0; kh < g.KH && pf.n < 4; ++kh) {
-            const int64_t hi = ho * g.sh + kh - g.ph;
-            if (hi < 0 || hi >= g.H) continue;
-            pf.p[pf.n++] = reinterpret_cast<const char*>(
-                x + ((n * g.T + ti) * g.H + hi) * g.W * C);
-          }
+        add_next_frame_rows(&pf, g, x, n, to, ho);
         pf.len = g.W * C * sizeof(S);
       }
       conv_row(out + orow * g.Wo * C, r, in.data(), wp.data(), P,
@@ -706,14 +715,7 @@ struct Backward {
     Prefetch pf;
     if (pf_next && to + 1 < g.To) {
       pf.p[pf.n++] = reinterpret_cast<const char*>(gor + g.Ho * g.Wo * C);
-      const int64_t ti = (to + 1) * g.st + g.KT - 1 - g.pt;
-      if (ti < g.T)
-        for (int64_t kh = 0; kh < g.KH && pf.n < 4; ++kh) {
-          const int64_t hi = ho * g.sh + kh - g.ph;
-          if (hi < 0 || hi >= g.H) continue;
-          pf.p[pf.n++] = reinterpret_cast<const char*>(
-              x + ((n * g.T + ti) * g.H + hi) * g.W * C);
-        }
+      add_next_frame_rows(&pf, g, x, n, to, ho);
       pf.len = std::min(g.W, g.Wo) * C * sizeof(S);
     }
     int64_t k = 0;
@@ -730,6 +732,7 @@ struct Backward {
         gw_pair_any(gor, xr, bp, gw_spec, gw_lo, gw_hi);
       }
     }
+    if (pf.n) pf.upto(pf.len);  // rows with pairs outside the input
   }
 
   // Sums the chunk buffers into gw (C, 1, kt, kh, kw).
