@@ -21,16 +21,47 @@
 # Every step's whole output goes to ${OUT:-work_dirs/gpu_tables}/; the
 # summary lines are printed. A failing step does not stop the next; the
 # exit status is that of the first failure.
+#
+# On a machine with torch and Triton but without the OpenMMLab stack or a
+# package index, the stack comes as wheels in ${WHEELS:-.whl}/ (written by
+# tools/benchmark/gpu_wheels.py where the index is reachable): when that
+# folder holds wheels, they are installed with pip --no-index --no-deps
+# into a fresh folder under /tmp that goes first on PYTHONPATH, beside the
+# machine's own torch and Triton. Without the folder the installed stack
+# is used.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python3 || echo python)}
 OUT=${OUT:-work_dirs/gpu_tables}
 TOTAL_S=${TOTAL_S:-470}
+WHEELS=${WHEELS:-.whl}
 export PYTHONUNBUFFERED=1
 # The Triton kernels are opt-in until a run like this one has timed them.
 export X3D_PLUGIN_TRITON=1
 mkdir -p "$OUT"
 STATUS=0
+
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    if compgen -G "$WHEELS/torch-*.whl" >/dev/null ||
+        compgen -G "$WHEELS/triton-*.whl" >/dev/null; then
+        echo "== $WHEELS/ holds a torch or Triton wheel; the run uses the" \
+            "machine's own: remove it and run again"
+        exit 2
+    fi
+    SITE=$(mktemp -d "${TMPDIR:-/tmp}/x3d_site.XXXXXX")
+    trap 'rm -rf "${SITE:?}"' EXIT
+    echo "== wheels: $(compgen -G "$WHEELS/*.whl" | wc -l) from $WHEELS/" \
+        "into $SITE"
+    if ! PIP_ROOT_USER_ACTION=ignore $PYTHON -m pip install -q --no-index \
+        --no-deps --no-compile --disable-pip-version-check --target "$SITE" \
+        "$WHEELS"/*.whl; then
+        echo "== wheels: pip install failed"
+        exit 1
+    fi
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# The checkout's x3d_plugin is the one measured, installed or not.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # step NAME CAP_SECONDS FILTER COMMAND...: runs COMMAND for at most
 # CAP_SECONDS (less if the total budget is nearly spent; skipped under 20 s
@@ -62,6 +93,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
 $PYTHON -c 'import torch, triton; print("torch", torch.__version__,
 "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(),
 "triton", triton.__version__)' 2>&1 | tee "$OUT/versions.txt"
+if ! $PYTHON -c 'import x3d_plugin, mmaction, mmcv, mmengine
+print("x3d_plugin", x3d_plugin.__version__, "from", x3d_plugin.__path__[0],
+"mmaction2", mmaction.__version__, "mmcv", mmcv.__version__,
+"mmengine", mmengine.__version__)' 2>&1 | tee -a "$OUT/versions.txt"; then
+    echo "== the stack does not import: install it (requirements/stack.txt)" \
+        "or put its wheels in $WHEELS/ (tools/benchmark/gpu_wheels.py)"
+    exit 1
+fi
 
 step cuda_tests 120 'passed|failed|error|FAILED|ERROR|SKIPPED' \
     $PYTHON -m pytest tests/ops/test_triton_channelwise.py -q -rfEs \
