@@ -79,7 +79,9 @@ train_dataloader = dict(
     batch_size=16,
     num_workers=2,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # DefaultSampler whose samples are augmented from (seed, epoch, index):
+    # a resumed run replays the uninterrupted one exactly.
+    sampler=dict(type='x3d_plugin.SeededSampler', shuffle=True),
     dataset=_dataset('train', train_pipeline, False))
 val_dataloader = dict(
     batch_size=16,
@@ -122,14 +124,7 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 default_hooks = dict(
     logger=dict(interval=5),
-    checkpoint=dict(interval=4, max_keep_ckpts=2))
-custom_hooks = [
-    dict(type='x3d_plugin.PreciseBNHook', num_iters=10, interval=4),
-    dict(type='x3d_plugin.SkippedVideosHook'),
-    # As in _base_/default_runtime.py (a list replaces the base's whole;
-    # docs/fault_tolerance.md, "The hooks").
-    dict(type='x3d_plugin.NonFiniteLossHook', max_skips=0),
-    dict(type='x3d_plugin.PreemptionHook'),
-]
+    checkpoint=dict(interval=4, max_keep_ckpts=2),
+    precise_bn=dict(num_iters=10, interval=4))
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

@@ -29,18 +29,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _signal_handlers():
-    """A test that trains in-process and stops with an exception leaves
-    PreemptionHook's SIGTERM handler installed (its after_train does not
-    run); processes forked later (multiprocessing pools) would then not
-    stop on SIGTERM and Pool.terminate() would wait forever."""
-    import signal
-    saved = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, saved)
-
-
 def import_pytorchvideo_x3d():
     """PyTorchVideo's ``create_x3d`` without torchvision (only its RoI head
     imports torchvision, which the X3D builder never uses). The stand-in

@@ -70,9 +70,11 @@ def test_kinetics_config_numbers(arch):
     assert cfg.train_dataloader.batch_size == batch
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == 10
     assert cfg.default_hooks.checkpoint.save_best == 'acc/top1'
-    precise = [h for h in cfg.custom_hooks
-               if h['type'] == 'x3d_plugin.PreciseBNHook']
-    assert precise and precise[0]['num_iters'] == 200
+    precise = cfg.default_hooks.precise_bn
+    assert precise.type == 'x3d_plugin.PreciseBNHook'
+    assert precise.num_iters == 200
+    assert cfg.runner_type == 'x3d_plugin.X3DRunner'
+    assert cfg.train_dataloader.sampler.type == 'x3d_plugin.SeededSampler'
     model = MODELS.build(cfg.model)
     assert count_parameters(model) == params
 

@@ -1,4 +1,5 @@
-"""The plugin's registry scope and the shims for the pinned stack."""
+"""The plugin's registry scope, and the shims for the pinned stack: each
+repairs a defect that the pinned stack shows without it."""
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from mmaction.registry import MODELS
 
 from conftest import ROOT
 from x3d_plugin import compat
+from x3d_plugin.utils import checkpoint_file
 from x3d_plugin.models import X3D, X3DHead
 
 
@@ -112,55 +114,184 @@ class Arbitrary:
     pass
 
 
+def test_shims_applied_on_the_pinned_stack():
+    assert compat.applied_shims() == ['mmcv_lite', 'mmaction_drn',
+                                      'weights_only']
+    compat.apply_stack_shims()  # twice is once
+    assert compat.applied_shims() == ['mmcv_lite', 'mmaction_drn',
+                                      'weights_only']
+
+
+# Loads the shim modules by path: `import x3d_plugin.compat` would import
+# the whole plugin first.
+WITHOUT_PLUGIN = """
+    import importlib.util, sys
+    def shim(name):
+        spec = importlib.util.spec_from_file_location(
+            name, {root!r} + '/x3d_plugin/compat/' + name + '.py')
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+"""
+
+
+def test_pinned_stack_fails_without_the_drn_shim():
+    code = WITHOUT_PLUGIN.format(root=str(ROOT)) + """
+    drn = shim('mmaction_drn')
+    print('needed', drn.needed())
+    try:
+        import mmaction.models
+    except ModuleNotFoundError as err:
+        print('fails:', err.name)
+    """
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split('\n')[:2] == [
+        'needed True', 'fails: mmaction.models.localizers.drn']
+    proc = run_python(code.replace("print('needed', drn.needed())",
+                                   "drn.apply()"))
+    assert proc.returncode == 0, proc.stderr
+    assert 'fails' not in proc.stdout
+
+
+def test_pinned_stack_fails_without_the_weights_only_shim(tmp_path):
+    path = tmp_path / 'iter_30.pth'
+    torch.save(runner_like_checkpoint(), path)
+    code = WITHOUT_PLUGIN.format(root=str(ROOT)) + f"""
+    from mmengine.runner import CheckpointLoader
+    weights_only = shim('weights_only')
+    print('needed', weights_only.needed())
+    if len(sys.argv) > 1:
+        weights_only.apply()
+    try:
+        ckpt = CheckpointLoader.load_checkpoint({str(path)!r})
+        print('loaded', ckpt['meta']['epoch'])
+    except Exception as err:
+        print('fails:', type(err).__name__)
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    without = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                             capture_output=True, text=True, env=env)
+    lines = [x for x in without.stdout.splitlines() if 'mmengine' not in x]
+    assert lines == ['needed True', 'fails: UnpicklingError']
+    with_shim = subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code), 'apply'],
+        capture_output=True, text=True, env=env)
+    lines = [x for x in with_shim.stdout.splitlines() if 'mmengine' not in x]
+    assert lines == ['needed True', 'loaded 3'], with_shim.stderr
+
+
 def test_runner_checkpoints_load_weights_only(tmp_path):
     path = tmp_path / 'epoch_3.pth'
     torch.save(runner_like_checkpoint(), path)
-    loaded = compat.load_local_checkpoint(str(path))
+    loaded = checkpoint_file.load_local_checkpoint(str(path))
     assert loaded['meta']['epoch'] == 3
     assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
+    # torch's own default load too (the weights_only shim).
+    assert torch.load(path)['meta']['seed'] == 7
 
 
-def test_arbitrary_pickles_are_refused_outside_resume(tmp_path):
+def test_the_allow_list_admits_nothing_else(tmp_path):
+    import pickle
     path = tmp_path / 'odd.pth'
     torch.save(dict(state_dict={}, extra=Arbitrary()), path)
     with pytest.raises(RuntimeError, match='--resume'):
-        compat.load_local_checkpoint(str(path))
-    # Through MMEngine's own loader, which load_from and Pretrained use.
+        checkpoint_file.load_local_checkpoint(str(path))
+    # MMEngine's own loader is MMEngine's: torch's weights-only refusal.
     from mmengine.runner import CheckpointLoader
-    with pytest.raises(RuntimeError, match='not loaded weights-only'):
+    with pytest.raises(pickle.UnpicklingError):
         CheckpointLoader.load_checkpoint(str(path))
-    with compat.trusted_checkpoint_loading():
-        assert isinstance(
-            compat.load_local_checkpoint(str(path))['extra'], Arbitrary)
+    loaded = checkpoint_file.load_local_checkpoint(str(path), trusted=True)
+    assert isinstance(loaded['extra'], Arbitrary)
+    # The getattr allowed for HistoryBuffer allows nothing more.
+    from x3d_plugin.compat.weights_only import _history_buffer_getattr
+    with pytest.raises(pickle.UnpicklingError, match='not allowed'):
+        _history_buffer_getattr(os, 'system')
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        compat.load_local_checkpoint(str(tmp_path / 'missing.pth'))
+        checkpoint_file.load_local_checkpoint(str(tmp_path / 'missing.pth'))
 
 
-def test_cpu_ddp_with_two_processes(tmp_path):
-    """MMEngine's own init_dist and DDP wrapper on a CPU-only torch."""
+@pytest.mark.parametrize('installed,needed', [
+    ({'torch': '2.5.1'}, 'torch>=2.6'),
+    ({'mmengine': '0.10.4'}, 'mmengine>=0.10.7,<0.11'),
+    ({'mmengine': '0.11.0'}, 'mmengine>=0.10.7,<0.11'),
+    ({'mmaction2': '1.1.0'}, 'mmaction2>=1.2.0,<1.3'),
+])
+def test_an_unsupported_version_is_one_line(installed, needed):
+    versions = dict(torch='2.13.0+cpu', mmengine='0.10.7', mmaction2='1.2.0')
+    compat.check_versions(versions)  # the pinned stack passes
+    versions.update(installed)
+    with pytest.raises(compat.UnsupportedVersionError) as info:
+        compat.check_versions(versions)
+    message = str(info.value)
+    assert '\n' not in message
+    assert needed in message and list(installed.values())[0] in message
+
+
+def test_setup_cfg_states_the_same_floors():
+    text = (ROOT / 'setup.cfg').read_text()
+    for name, (oldest, first_unsupported) in (
+            compat.versions.MINIMUM_VERSIONS.items()):
+        spec = f'{name}>=' + '.'.join(map(str, oldest))
+        if first_unsupported:
+            spec += ',<' + '.'.join(map(str, first_unsupported))
+        assert spec in text, spec
+
+
+def test_an_old_torch_stops_the_import():
+    proc = run_python("""
+        from importlib import metadata
+        real = metadata.version
+        metadata.version = lambda name: ('2.4.0' if name == 'torch'
+                                         else real(name))
+        try:
+            import x3d_plugin
+        except ImportError as err:
+            print(type(err).__name__, err)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('UnsupportedVersionError x3d_plugin needs '
+                                  'torch>=2.6 and found torch 2.4.0')
+
+
+def test_cpu_ddp_through_the_plugin_runner(tmp_path):
+    """X3DRunner with launcher='pytorch' on a CPU-only torch: a gloo process
+    group (the config asks for nccl, as MMEngine's default does) and the DDP
+    wrapper without device ids."""
     script = tmp_path / 'ddp.py'
     script.write_text(textwrap.dedent(f"""
         import torch, x3d_plugin
-        from mmengine.dist import init_dist, get_rank, all_reduce
-        from mmengine.model import MMDistributedDataParallel
-        init_dist('pytorch', backend='nccl')  # as MMEngine's default config
-        model = MMDistributedDataParallel(
-            module=torch.nn.Linear(3, 1), device_ids=[0])
+        from mmengine.dist import get_rank, all_reduce
+        from mmengine.model import BaseModel, MMDistributedDataParallel
+        from x3d_plugin.engine import X3DRunner
+
+        class Toy(BaseModel):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(3, 1)
+            def forward(self, x, mode='tensor'):
+                return self.fc(x)
+
+        runner = X3DRunner(model=Toy(), work_dir={str(tmp_path)!r},
+                           launcher='pytorch',
+                           env_cfg=dict(dist_cfg=dict(backend='nccl')))
+        assert isinstance(runner.model, MMDistributedDataParallel)
+        assert runner.model.device_ids is None
         t = torch.tensor([float(get_rank() + 1)])
         all_reduce(t)
         with open(f'{tmp_path}/rank{{get_rank()}}.txt', 'w') as f:
             f.write(f'{{torch.distributed.get_backend()}} {{float(t)}}')
     """))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    if torch.cuda.is_available():
+        pytest.skip('the CPU path is only taken without CUDA')
     proc = subprocess.run([
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
         '--master_port=29631', str(script)
     ], capture_output=True, text=True, env=env, timeout=120)
-    if torch.cuda.is_available():
-        pytest.skip('the CPU path is only taken without CUDA')
     assert proc.returncode == 0, proc.stderr
     # all_reduce sums 1 + 2 over gloo on both ranks.
     for rank in (0, 1):

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from x3d_plugin.compat import load_local_checkpoint
+from x3d_plugin.utils.checkpoint_file import load_local_checkpoint
 from x3d_plugin.models.checkpoint import extract_state_dict
 from x3d_plugin.models.converters import (FORMATS, ConversionError,
                                           convert_state_dict)

@@ -12,10 +12,9 @@ import os.path as osp
 
 import x3d_plugin  # noqa: F401  (stack shims before MMEngine runs)
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 from x3d_plugin.apis.config_check import check_config
-from x3d_plugin.apis.runner_args import (apply_runner_args,
+from x3d_plugin.apis.runner_args import (apply_runner_args, build_runner,
                                          errors_as_one_line,
                                          parse_runner_args, runner_parser)
 from x3d_plugin.datasets.video_dataset import worker_errors_unwrapped
@@ -66,7 +65,7 @@ def main(argv=None):
         # Before the runner: a wrong config stops here, with every problem
         # listed and no work directory made.
         check_config(cfg, mode='test')
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         metrics = runner.test()
     if runner.rank == 0:
         print('Test result: ' + json.dumps(

@@ -15,10 +15,9 @@ saves ``iter_N.pth`` after the current iteration and exits with status 0;
 """
 import x3d_plugin  # noqa: F401  (stack shims before MMEngine runs)
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 from x3d_plugin.apis.config_check import check_config
-from x3d_plugin.apis.runner_args import (apply_runner_args,
+from x3d_plugin.apis.runner_args import (apply_runner_args, build_runner,
                                          errors_as_one_line,
                                          parse_runner_args, runner_parser)
 from x3d_plugin.datasets.video_dataset import worker_errors_unwrapped
@@ -103,7 +102,7 @@ def main(argv=None):
         # Before the runner: a wrong config stops here, with every problem
         # listed and no work directory made.
         check_config(cfg, mode='train')
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         runner.train()
     if runner.rank == 0:
         print(f'Training finished. Checkpoints and logs: {runner.work_dir}',

@@ -10,6 +10,11 @@
 # Needs: mmdet 3.3.0; the K400 X3D-M weights converted by
 # tools/convert_checkpoint.py (README, "Converting official checkpoints").
 _base_ = ['../_base_/default_runtime.py']
+# MMDetection (FastRCNN) on mmcv-lite: the second import installs the
+# placeholder for mmcv's compiled ops (x3d_plugin/compat/detection.py).
+custom_imports = dict(
+    imports=['x3d_plugin', 'x3d_plugin.compat.mmdet_on_mmcv_lite'],
+    allow_failed_imports=False)
 
 # X3D-M trained on Kinetics-400 (PySlowFast x3d_m.pyth, converted). For
 # K600 pre-training point this at the converted K600 checkpoint.
@@ -156,8 +161,9 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 # Frame-level mAP at IoU 0.5 over the 60 evaluated classes.
+# MMAction2's AVAMetric with a process pool that is closed after use.
 val_evaluator = dict(
-    type='AVAMetric',
+    type='x3d_plugin.AVAMetric',
     ann_file=ann_file_val,
     label_file=label_file,
     exclude_file=exclude_file_val)
@@ -194,14 +200,11 @@ optim_wrapper = dict(
     # MMAction2's AVA configs (PySlowFast does not clip).
     clip_grad=dict(max_norm=40, norm_type=2))
 
-default_hooks = dict(
-    checkpoint=dict(save_best='mAP/overall', rule='greater'))
 # No precise BN on AVA (BN.USE_PRECISE_STATS False); the base runtime's
 # other hooks stay.
-custom_hooks = [
-    dict(type='x3d_plugin.NonFiniteLossHook', max_skips=0),
-    dict(type='x3d_plugin.PreemptionHook'),
-]
+default_hooks = dict(
+    checkpoint=dict(save_best='mAP/overall', rule='greater'),
+    precise_bn=None)
 
 # base_batch_size = 8 GPUs x 8 clips.
 auto_scale_lr = dict(enable=False, base_batch_size=64)

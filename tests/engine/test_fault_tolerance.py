@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from x3d_plugin import compat
-from x3d_plugin.compat import (CheckpointWriteError, CorruptCheckpointError,
-                               MissingCheckpointError, write_file_atomically)
+from x3d_plugin.utils import checkpoint_file, fileio
+from x3d_plugin.utils.checkpoint_file import (CorruptCheckpointError,
+                                              MissingCheckpointError)
+from x3d_plugin.utils.fileio import CheckpointWriteError, write_file_atomically
 from x3d_plugin.datasets.demo_data import generate
 
 # Hooks the runs use to record what they trained on, inject a NaN loss and
@@ -200,11 +201,9 @@ def write_config(path, root, hooks='', extra=''):
         default_hooks = dict(logger=dict(interval=1),
                              checkpoint=dict(interval=1, max_keep_ckpts=1,
                                              save_best=None))
-        custom_hooks = [
-            dict(type='x3d_plugin.FTRecordHook'),
-            dict(type='x3d_plugin.NonFiniteLossHook', max_skips=0),
-            dict(type='x3d_plugin.PreemptionHook'),
-        ] + [{hooks}]
+        # The base's default_hooks keep NonFiniteLossHook and
+        # PreemptionHook beside a config's own custom_hooks.
+        custom_hooks = [dict(type='x3d_plugin.FTRecordHook')] + [{hooks}]
     """) + textwrap.dedent(extra))
     return path
 
@@ -282,7 +281,7 @@ def test_write_file_atomically_replaces_whole_or_not_at_all(
     def failing_replace(src, dst):
         raise OSError('simulated')
 
-    monkeypatch.setattr(compat.os, 'replace', failing_replace)
+    monkeypatch.setattr(fileio.os, 'replace', failing_replace)
     with pytest.raises(OSError, match='simulated'):
         write_file_atomically('newer', str(target))
     assert target.read_text() == 'new content'
@@ -310,7 +309,7 @@ def test_disk_full_error_names_the_file(tmp_path, monkeypatch):
     def full(fd, data):
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(compat.os, 'fdopen', lambda fd, mode: _FullFile(fd))
+    monkeypatch.setattr(fileio.os, 'fdopen', lambda fd, mode: _FullFile(fd))
     with pytest.raises(CheckpointWriteError) as info:
         write_file_atomically(b'x' * 100, str(tmp_path / 'epoch_3.pth'))
     assert isinstance(info.value, OSError)
@@ -333,27 +332,6 @@ class _FullFile:
     def write(self, data):
         import errno
         raise OSError(errno.ENOSPC, 'No space left on device')
-
-
-def test_shims_are_idempotent():
-    import mmengine.runner
-    from mmengine.hooks import CheckpointHook
-    from mmengine.runner import Runner, checkpoint, runner
-    before = (checkpoint.save_checkpoint, Runner.load_or_resume, Runner.resume,
-              CheckpointHook._save_checkpoint_with_step,
-              CheckpointHook._save_best_checkpoint)
-    compat._patch_checkpoint_saving()
-    compat._patch_auto_resume()
-    compat._patch_checkpoint_loader()
-    compat.apply()
-    after = (checkpoint.save_checkpoint, Runner.load_or_resume, Runner.resume,
-             CheckpointHook._save_checkpoint_with_step,
-             CheckpointHook._save_best_checkpoint)
-    assert before == after
-    # The three places MMEngine looks save_checkpoint up.
-    assert runner.save_checkpoint is checkpoint.save_checkpoint
-    assert mmengine.runner.save_checkpoint is checkpoint.save_checkpoint
-    assert checkpoint.save_checkpoint._x3d_plugin_patched
 
 
 def test_hook_arguments_are_checked():
@@ -434,7 +412,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(
     assert 'the disk is full' in errors[0]
     # The previous checkpoint is whole and still the one to resume.
     torch.load(work / 'epoch_1.pth', weights_only=False)
-    assert compat.checkpoint_damage(str(work / 'epoch_1.pth')) is None
+    assert checkpoint_file.checkpoint_damage(str(work / 'epoch_1.pth')) is None
     assert (work / 'last_checkpoint').read_text().strip() == str(work /
                                                                  'epoch_1.pth')
     assert not [n for n in os.listdir(work) if n.endswith('.tmp')]
@@ -558,7 +536,7 @@ def test_last_checkpoint_naming_nothing_is_an_error(setup, tmp_path, capsys,
 
 def test_missing_checkpoint_path_is_typed():
     with pytest.raises(MissingCheckpointError) as info:
-        compat.load_local_checkpoint('/nonexistent/epoch_1.pth')
+        checkpoint_file.load_local_checkpoint('/nonexistent/epoch_1.pth')
     assert isinstance(info.value, FileNotFoundError)
 
 
@@ -566,10 +544,17 @@ def test_missing_checkpoint_path_is_typed():
 
 
 def test_nan_loss_stops_before_the_step(setup, tmp_path, capsys):
+    """...and the training that raised leaves the process as it found it:
+    PreemptionHook's SIGTERM handler and exit handler are gone."""
+    import atexit
+    sentinel = signal.getsignal(signal.SIGTERM)
+    exit_handlers = atexit._ncallbacks()
     cfg = write_config(tmp_path / 'cfg.py', setup,
                        "dict(type='x3d_plugin.FTNaNHook', iters=[6])")
     work = tmp_path / 'w'
     line = one_error_line(capsys, lambda: train(cfg, work))
+    assert signal.getsignal(signal.SIGTERM) is sentinel
+    assert atexit._ncallbacks() == exit_handlers
     assert 'loss nan at iteration 6 (epoch 2)' in line
     assert str(work / 'epoch_1.pth') in line
     assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_1.pth']
@@ -584,9 +569,9 @@ def test_nan_loss_skips_up_to_max_skips(setup, tmp_path, capsys):
     cfg = write_config(tmp_path / 'cfg.py',
                        setup,
                        extra="""
+        default_hooks = dict(non_finite_loss=dict(max_skips=2))
         custom_hooks = [
             dict(type='x3d_plugin.FTRecordHook'),
-            dict(type='x3d_plugin.NonFiniteLossHook', max_skips=2),
             dict(type='x3d_plugin.FTNaNHook', iters=[2, 3, 7]),
         ]
     """)
@@ -612,10 +597,8 @@ def test_nan_loss_skipped_steps_are_counted_at_the_end(setup, tmp_path):
                        setup,
                        extra="""
         train_cfg = dict(max_epochs=1)
-        custom_hooks = [
-            dict(type='x3d_plugin.NonFiniteLossHook', max_skips=2),
-            dict(type='x3d_plugin.FTNaNHook', iters=[3]),
-        ]
+        default_hooks = dict(non_finite_loss=dict(max_skips=2))
+        custom_hooks = [dict(type='x3d_plugin.FTNaNHook', iters=[3])]
     """)
     work = tmp_path / 'w'
     train(cfg, work)
@@ -664,8 +647,11 @@ def test_sigterm_saves_and_resume_trains_the_rest(setup, trained, tmp_path,
                                                                  'iter_6.pth')
     assert torch.load(work / 'iter_6.pth',
                       weights_only=False)['meta']['iter'] == 6
+    # What tools/slurm_train.sh requeues on.
+    assert (work / 'preempted').read_text() == str(work / 'iter_6.pth')
 
     train(write_config(tmp_path / 'cfg2.py', setup), work, '--resume')
+    assert not (work / 'preempted').exists()
     got = samples(work)
     assert [s['iter'] for s in got] == list(range(1, 9))
     # Iterations 7 and 8 on the samples an uninterrupted run trained on.
@@ -743,3 +729,40 @@ def test_slurm_script_sends_sigterm_and_resumes(tmp_path):
                    check=True)
     args = (tmp_path / 'srun_args').read_text().splitlines()
     assert '--signal=TERM@120' in args and '--resume' not in args
+
+
+def test_slurm_script_requeues_a_run_stopped_on_the_signal(tmp_path):
+    """Inside a batch job, a run that PreemptionHook stopped (the work
+    directory's `preempted` file) is requeued; a finished one is not."""
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    work = tmp_path / 'wd'
+    # srun stands in for a training stopped at the time limit when
+    # STOPPED is set.
+    (fake / 'srun').write_text(
+        '#!/bin/sh\nmkdir -p ' + str(work) + '\n'
+        '[ -n "$STOPPED" ] && echo ' + str(work / 'iter_7.pth') + ' > '
+        + str(work / 'preempted') + '\nexit 0\n')
+    (fake / 'scontrol').write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol_args\n')
+    for name in ('srun', 'scontrol'):
+        (fake / name).chmod(0o755)
+    env = dict(os.environ, PATH=f'{fake}:{os.environ["PATH"]}',
+               AUTO_RESUME='1', SLURM_JOB_ID='4242', STOPPED='1')
+
+    def run():
+        return subprocess.run(
+            ['bash', 'tools/slurm_train.sh', 'p', 'j', 'cfg.py', str(work)],
+            cwd=ROOT, env=env, capture_output=True, text=True)
+
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / 'scontrol_args').read_text() == 'requeue 4242\n'
+    assert 'iter_7.pth; requeueing job 4242' in proc.stdout
+    (work / 'preempted').unlink()
+    env.pop('STOPPED')
+    assert run().returncode == 0  # finished: no marker, no requeue
+    assert (tmp_path / 'scontrol_args').read_text() == 'requeue 4242\n'
+    env.update(STOPPED='1', REQUEUE='0')
+    assert run().returncode == 0
+    assert (tmp_path / 'scontrol_args').read_text() == 'requeue 4242\n'

@@ -80,8 +80,6 @@ def write_config(folder, data_root, how):
         default_hooks = dict(logger=dict(interval=1),
                              checkpoint=dict(interval=1, save_best=None))
         custom_hooks = [
-            dict(type='x3d_plugin.NonFiniteLossHook'),
-            dict(type='x3d_plugin.PreemptionHook'),
             dict(type='x3d_plugin.FailingRank', out={str(folder)!r},
                  how={how!r})]
     """))

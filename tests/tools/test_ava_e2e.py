@@ -5,6 +5,9 @@ import copy
 import math
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -13,15 +16,16 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
 
 from conftest import ROOT
-from x3d_plugin import compat_detection
+from x3d_plugin.apis.runner_args import build_runner
+from x3d_plugin.compat import detection as compat_detection
 from x3d_plugin.models.roi_extractors import RoIAlignExtractor3D
 
 pytest.importorskip('mmdet', reason='the AVA detector needs mmdet 3.3.0')
-# A no-op once `import x3d_plugin` applies it (conftest imports it first).
-compat_detection.apply()
+# What the AVA config's custom_imports does
+# (x3d_plugin.compat.mmdet_on_mmcv_lite).
+compat_detection.enable()
 
 CONFIG = str(ROOT / 'configs' / 'detection' /
              'x3d_m_k400-pre_8xb8-16x5x1-20e_ava-v2.2.py')
@@ -232,7 +236,7 @@ def test_train_and_evaluate(tiny_ava, tmp_path, monkeypatch):
     cfg.default_hooks.logger.interval = 1
     cfg.work_dir = str(tmp_path / 'work')
     cfg.launcher = 'none'
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     assert runner.iter == 6
     overall = runner.message_hub.get_scalar('val/mAP/overall').current()
@@ -252,7 +256,7 @@ def test_mmdet_detector_modules_on_mmcv_lite():
     import mmcv.ops
     from mmdet.registry import MODELS, TASK_UTILS
     from mmengine.utils.dl_utils import mmcv_full_available
-    compat_detection.apply()  # twice is once
+    compat_detection.enable()  # twice is once
     init_default_scope('mmaction')
     import mmaction.models  # noqa: F401
     for name in ('FastRCNN', 'AVARoIHead', 'BBoxHeadAVA'):
@@ -262,16 +266,45 @@ def test_mmdet_detector_modules_on_mmcv_lite():
     with pytest.raises(compat_detection.MissingCompiledOpError,
                        match="'nms'.*mmcv-lite"):
         mmcv.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)
+    # It holds the functions mmcv.ops asks for, and nothing it invents.
+    ext = sys.modules['mmcv._ext']
+    assert hasattr(ext, 'roi_align_forward') and hasattr(ext, 'nms')
+    assert not hasattr(ext, 'no_such_function')
+
+
+@pytest.mark.skipif(
+    compat_detection.has_compiled_mmcv_ops(),
+    reason='a full mmcv imports MMDetection without the placeholder')
+def test_import_alone_leaves_mmcv_ext_alone():
+    """`import x3d_plugin` installs no placeholder: MMDetection fails to
+    import on mmcv-lite as it does without the plugin, until the AVA
+    config's custom_imports (or enable()) asks for it."""
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent("""
+        import sys
+        import x3d_plugin
+        print('mmcv._ext' in sys.modules)
+        try:
+            import mmdet.models
+        except ImportError:
+            print('mmdet.models does not import')
+        import x3d_plugin.compat.mmdet_on_mmcv_lite
+        import mmdet.models
+        print('mmdet.models imports')
+    """)], capture_output=True, text=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split('\n')[:3] == [
+        'False', 'mmdet.models does not import', 'mmdet.models imports']
 
 
 def test_ava_metric_scores_ground_truth_perfectly(tiny_ava, tmp_path,
                                                   monkeypatch):
     """The generated annotations are what MMAction2's AVA evaluation reads:
     the ground truth, submitted as detections, scores mAP 1; its worker
-    processes are gone when it returns (compat_detection's pool)."""
+    processes are gone when it returns (the plugin's AVAMetric)."""
     import multiprocessing
 
-    from mmaction.evaluation import AVAMetric
+    from x3d_plugin.evaluation import AVAMetric
     monkeypatch.chdir(tmp_path)
     ann = os.path.join(tiny_ava, 'annotations')
     metric = AVAMetric(

@@ -184,37 +184,39 @@ def test_missing_kinetics_is_a_clear_error(tmp_path):
 
 
 EXIT_WITH_WORKERS = """
-import functools, sys
+import functools, multiprocessing, sys
 import torch
 from torch.utils.data import DataLoader
 from x3d_plugin.engine.hooks import preemption
-if sys.argv[1] == 'hook':
-    preemption.atexit.register(preemption._kill_workers_at_exit)
+training = multiprocessing.Value('b', 1, lock=False)
 loader = DataLoader(torch.arange(64), batch_size=4, num_workers=2,
                     persistent_workers=True,
                     worker_init_fn=functools.partial(
-                        preemption._ignore_signals_in_worker, ('SIGTERM',),
-                        None))
+                        preemption._gate_signals_in_worker, ('SIGTERM',),
+                        training, None))
 # Alive until the interpreter exits, as a hook holding an iterator keeps it.
 ITERATOR = iter(loader)
 print(int(next(ITERATOR).sum()), flush=True)
+if sys.argv[1] == 'ended':
+    training.value = 0  # what PreemptionHook.restore_process_state does
 """
 
 
-def test_a_process_with_live_workers_that_ignore_sigterm_exits(tmp_path):
-    """PreemptionHook makes data-loader workers ignore SIGTERM, which is
-    also how multiprocessing stops daemonic children at exit (and then
-    waits for them); its exit handler kills the workers instead, so a run
-    whose workers are still alive when it ends (persistent workers kept by
-    a hook, an exception) exits."""
+def test_a_process_with_live_workers_exits_once_training_ended(tmp_path):
+    """PreemptionHook makes data-loader workers ignore SIGTERM while the
+    main process trains; multiprocessing stops daemonic children at exit
+    with SIGTERM (and then waits for them), so once training has ended
+    (returned or raised) the workers stop on it again and a run whose
+    workers are still alive when it ends (persistent workers kept by a
+    hook, an exception) exits."""
     script = tmp_path / 'exit_with_workers.py'
     script.write_text(EXIT_WITH_WORKERS)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(script), 'hook'], env=env,
+    done = subprocess.run([sys.executable, str(script), 'ended'], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ['6']
-    # Without the handler the same script waits on its workers forever.
+    # While training, the same script waits on its workers.
     with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run([sys.executable, str(script), 'none'], env=env,
+        subprocess.run([sys.executable, str(script), 'training'], env=env,
                        capture_output=True, timeout=20)

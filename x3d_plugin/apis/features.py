@@ -31,9 +31,6 @@ crops of ``ThreeCrop``) are averaged. Three depths can be read out:
 per video, a header line, then one line per snippet (or per output step
 after :func:`resample_features`).
 """
-import os
-import os.path as osp
-import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -41,6 +38,7 @@ import torch
 from mmengine.dataset import Compose
 from torch import nn
 
+from x3d_plugin.utils.fileio import atomic_path
 from .inference import (InferenceError, _check_video, _reusable,
                         _SharedReader)
 
@@ -238,8 +236,9 @@ def write_feature_csv(path: str, features: np.ndarray,
     read them: a header ``f0,...,f{D-1}``, then one line of ``D``
     comma-separated values per row, ``precision`` significant digits.
 
-    The file is written to a temporary name in the same folder and renamed
-    into place, so an interrupted run never leaves a partial file behind
+    The file is written whole or not at all
+    (:func:`~x3d_plugin.utils.fileio.atomic_path`), so an interrupted run
+    never leaves a partial file behind
     (that a later run would keep). MMAction2's ``LoadLocalizationFeature``
     reads a one-row file as a 1-D array and fails, so at least two rows
     are required.
@@ -253,20 +252,10 @@ def write_feature_csv(path: str, features: np.ndarray,
             f'{path}: {len(features)} feature row(s); MMAction2\'s '
             'LoadLocalizationFeature needs at least 2. Use a smaller '
             'stride or resample to a fixed number of steps.')
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     header = ','.join(f'f{i}' for i in range(features.shape[1]))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path),
-                               suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            np.savetxt(f, features, fmt=f'%.{precision}g', delimiter=',',
-                       header=header, comments='')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as temp, open(temp, 'w') as f:
+        np.savetxt(f, features, fmt=f'%.{precision}g', delimiter=',',
+                   header=header, comments='')
 
 
 def feature_frame(num_rows: int, stride: int,

@@ -16,7 +16,7 @@ from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from x3d_plugin.compat import MissingCheckpointError
+from x3d_plugin.utils.checkpoint_file import MissingCheckpointError
 from x3d_plugin.models import fuse_conv_bn as fold_all_bn
 from x3d_plugin.models.checkpoint import (CheckpointMismatchError,
                                           CorruptCheckpointError,

@@ -10,8 +10,9 @@ import sys
 from mmengine.config import DictAction
 from mmengine.dist import get_rank, get_world_size
 
-from x3d_plugin.compat import (CheckpointWriteError, CorruptCheckpointError,
-                               MissingCheckpointError)
+from x3d_plugin.utils.checkpoint_file import (CorruptCheckpointError,
+                                              MissingCheckpointError)
+from x3d_plugin.utils.fileio import CheckpointWriteError
 from x3d_plugin.datasets import AnnotationError
 from x3d_plugin.datasets.video_io import VideoDecodeError
 from x3d_plugin.engine import NonFiniteLossError
@@ -52,6 +53,17 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def build_runner(cfg):
+    """The runner the config names in ``runner_type`` (the plugin's configs:
+    ``x3d_plugin.X3DRunner``), else MMEngine's ``Runner``, as MMAction2's
+    tools build it."""
+    if 'runner_type' in cfg:
+        from mmaction.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg)
 
 
 def apply_runner_args(cfg, args):

@@ -7,10 +7,10 @@ Re-encoding once to a small short side and a short keyframe interval makes
 every later read decode few, small frames. Encoding uses PyAV's bundled
 FFmpeg (libx264), so no system ffmpeg is needed.
 """
-import os
 import os.path as osp
 from typing import Dict, Optional
 
+from x3d_plugin.utils.fileio import atomic_path
 from .video_io import (VideoDecodeError, error_reason, first_video_stream,
                        raise_if_environment_error, require, scaled_size)
 
@@ -35,66 +35,60 @@ def reencode_video(src: str,
                    threads: int = 1) -> Dict:
     """Write ``src`` as H.264 MP4 at ``dst``: short side ``short_side``,
     a keyframe every ``keyint`` frames, same frame rate and timestamps, no
-    audio. The file appears at ``dst`` only when complete (it is written
-    to ``dst + '.part'`` and renamed), so an interrupted run leaves no
-    half-written video behind.
+    audio. The file appears at ``dst`` only when complete (written to a
+    temporary file beside it and renamed,
+    :func:`~x3d_plugin.utils.fileio.atomic_path`), so an interrupted run
+    leaves no half-written video behind.
 
     Returns ``dict(frames=..., height=..., width=...)`` of the output.
     """
     av = require('av')
-    part = dst + '.part'
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     frames = 0
-    try:
-        with av.open(src) as source:
-            in_stream = first_video_stream(source)
-            in_stream.thread_type = 'AUTO'
-            in_stream.thread_count = threads
-            height, width = output_size(in_stream.height, in_stream.width,
-                                        short_side)
-            rate = in_stream.average_rate or in_stream.guessed_rate or 30
-            with av.open(part, mode='w', format='mp4') as target:
-                out = target.add_stream('libx264', rate=rate)
-                out.width, out.height, out.pix_fmt = width, height, 'yuv420p'
-                # Keep the source's clock, in the encoder too (at 1/fps
-                # two close timestamps of a variable-rate file would merge).
-                out.time_base = in_stream.time_base
-                out.codec_context.time_base = in_stream.time_base
-                out.options = {
-                    'crf': str(crf),
-                    'preset': preset,
-                    'g': str(keyint),
-                    'keyint_min': str(keyint),
-                    'sc_threshold': '0',  # keyframes exactly every keyint
-                    'threads': str(threads),
-                }
-                last_pts = None
-                for frame in source.decode(in_stream):
-                    image = frame.reformat(
-                        width=width,
-                        height=height,
-                        format='yuv420p',
-                        interpolation='AREA')
-                    pts = frame.pts
-                    if pts is None or (last_pts is not None
-                                       and pts <= last_pts):
-                        # Missing or repeated timestamps: number the frames.
-                        pts = 0 if last_pts is None else last_pts + 1
-                    image.pts, image.time_base = pts, in_stream.time_base
-                    # Keyframes follow keyint, not the source's frame types.
-                    image.pict_type = av.video.frame.PictureType.NONE
-                    last_pts = pts
-                    for packet in out.encode(image):
-                        target.mux(packet)
-                    frames += 1
-                for packet in out.encode():
+    with atomic_path(dst) as part, av.open(src) as source:
+        in_stream = first_video_stream(source)
+        in_stream.thread_type = 'AUTO'
+        in_stream.thread_count = threads
+        height, width = output_size(in_stream.height, in_stream.width,
+                                    short_side)
+        rate = in_stream.average_rate or in_stream.guessed_rate or 30
+        with av.open(part, mode='w', format='mp4') as target:
+            out = target.add_stream('libx264', rate=rate)
+            out.width, out.height, out.pix_fmt = width, height, 'yuv420p'
+            # Keep the source's clock, in the encoder too (at 1/fps
+            # two close timestamps of a variable-rate file would merge).
+            out.time_base = in_stream.time_base
+            out.codec_context.time_base = in_stream.time_base
+            out.options = {
+                'crf': str(crf),
+                'preset': preset,
+                'g': str(keyint),
+                'keyint_min': str(keyint),
+                'sc_threshold': '0',  # keyframes exactly every keyint
+                'threads': str(threads),
+            }
+            last_pts = None
+            for frame in source.decode(in_stream):
+                image = frame.reformat(
+                    width=width,
+                    height=height,
+                    format='yuv420p',
+                    interpolation='AREA')
+                pts = frame.pts
+                if pts is None or (last_pts is not None
+                                   and pts <= last_pts):
+                    # Missing or repeated timestamps: number the frames.
+                    pts = 0 if last_pts is None else last_pts + 1
+                image.pts, image.time_base = pts, in_stream.time_base
+                # Keyframes follow keyint, not the source's frame types.
+                image.pict_type = av.video.frame.PictureType.NONE
+                last_pts = pts
+                for packet in out.encode(image):
                     target.mux(packet)
+                frames += 1
+            for packet in out.encode():
+                target.mux(packet)
         if frames == 0:
             raise VideoDecodeError('no frame could be decoded')
-        os.replace(part, dst)
-    finally:
-        if osp.exists(part):
-            os.remove(part)
     return dict(frames=frames, height=height, width=width)
 
 

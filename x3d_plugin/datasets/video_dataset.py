@@ -10,6 +10,7 @@ from mmaction.datasets import VideoDataset
 from x3d_plugin.registry import DATASETS
 from .annotations import (AnnotationError, annotation_entries, label_problem,
                           problems_error)
+from .samplers import SampleKey, sample_randomness
 from .video_io import VideoDecodeError
 
 __all__ = [
@@ -36,7 +37,19 @@ class CheckedVideoDataset(VideoDataset):
             True.
         **kwargs: As for ``VideoDataset`` (``ann_file``, ``pipeline``,
             ``data_prefix``...).
+
+    Indexed with a :class:`~x3d_plugin.datasets.samplers.SampleKey` (what
+    ``x3d_plugin.SeededSampler`` yields), it runs the pipeline with the
+    random generators seeded from the key's seed, epoch and index.
     """
+
+    accepts_sample_keys = True
+
+    def __getitem__(self, idx):
+        if isinstance(idx, SampleKey):
+            with sample_randomness(idx):
+                return super().__getitem__(idx.index)
+        return super().__getitem__(idx)
 
     def __init__(self, *args, num_classes: int, check_files: bool = True,
                  **kwargs) -> None:

@@ -3,17 +3,16 @@
 Every load of weights in the package goes through here: the backbone's
 ``init_cfg=dict(type='Pretrained', ...)``, :func:`x3d_plugin.apis.
 init_recognizer` and the converters. Files are read by MMEngine's
-``_load_checkpoint``, whose local-file scheme :mod:`x3d_plugin.compat` makes
-weights-only; a truncated or damaged file raises
-:class:`CorruptCheckpointError` naming it.
+:func:`x3d_plugin.utils.checkpoint_file.load_checkpoint_file`: local files
+weights-only after a check, so a missing, truncated or damaged file raises
+an error naming it.
 """
 from typing import Dict, Mapping
 
-from mmengine.runner.checkpoint import (_load_checkpoint,
-                                        _load_checkpoint_with_prefix)
 from torch import Tensor, nn
 
-from x3d_plugin.compat import CorruptCheckpointError
+from x3d_plugin.utils.checkpoint_file import (CorruptCheckpointError,
+                                              load_checkpoint_file)
 
 __all__ = [
     'CheckpointMismatchError', 'CorruptCheckpointError',
@@ -107,15 +106,16 @@ def load_checkpoint_strict(module: nn.Module,
             tensors do not fit.
         CorruptCheckpointError: for a truncated or damaged file.
     """
+    state = extract_state_dict(
+        load_checkpoint_file(filename, map_location='cpu'))
     if prefix:
-        try:
-            state = _load_checkpoint_with_prefix(prefix, filename,
-                                                 map_location='cpu')
-        except AssertionError:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state = {
+            k[len(prefix):]: v
+            for k, v in state.items() if k.startswith(prefix)
+        }
+        if not state:
             raise CheckpointMismatchError(
                 f'{filename!r} has no key starting with {prefix!r}; check '
-                'init_cfg.prefix') from None
-    else:
-        state = extract_state_dict(
-            _load_checkpoint(filename, map_location='cpu'))
+                'init_cfg.prefix')
     load_state_dict_checked(module, state, source=filename)

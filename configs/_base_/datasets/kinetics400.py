@@ -12,7 +12,9 @@ train_dataloader = dict(
     batch_size=16,
     num_workers=8,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # DefaultSampler whose samples are augmented from (seed, epoch, index):
+    # a resumed run replays the uninterrupted one exactly.
+    sampler=dict(type='x3d_plugin.SeededSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         ann_file=ann_file_train,

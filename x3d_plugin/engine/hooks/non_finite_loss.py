@@ -1,6 +1,5 @@
 """Stop training at a NaN or infinite loss before the optimizer step writes
 it into the weights, or skip such steps up to a limit."""
-import os.path as osp
 from typing import List
 
 import torch
@@ -10,6 +9,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
 from x3d_plugin.registry import HOOKS
+from x3d_plugin.utils.fileio import read_last_checkpoint
 
 SKIPS_KEY = 'non_finite_loss_skipped_iters'
 
@@ -22,14 +22,8 @@ class NonFiniteLossError(FloatingPointError):
 def last_checkpoint(runner) -> str:
     """The checkpoint the run saved last (as ``CheckpointHook`` and
     :class:`PreemptionHook` record it), or None."""
-    path = runner.message_hub.get_info('last_ckpt')
-    if path:
-        return path
-    pointer = osp.join(runner.work_dir, 'last_checkpoint')
-    if osp.isfile(pointer):
-        with open(pointer) as f:
-            return f.read().strip() or None
-    return None
+    return (runner.message_hub.get_info('last_ckpt')
+            or read_last_checkpoint(runner.work_dir) or None)
 
 
 def where_in_training(runner) -> str:

@@ -3,9 +3,8 @@ from SLURM, Kubernetes or ``kill``), so ``--resume`` continues from the
 iteration where it stopped."""
 import atexit
 import functools
-import itertools
-import logging
 import multiprocessing
+import os
 import os.path as osp
 import signal
 import threading
@@ -14,15 +13,17 @@ from typing import Sequence
 import torch
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.logging import print_log
-from mmengine.runner import EpochBasedTrainLoop
 
-from x3d_plugin.compat import write_file_atomically
 from x3d_plugin.registry import HOOKS
+from x3d_plugin.utils.fileio import (write_file_atomically,
+                                     write_last_checkpoint)
+from .checkpoint import atomic_backend_args
 from .non_finite_loss import where_in_training
 
-# _kill_workers_at_exit is registered once per process.
-_EXIT_HANDLER_REGISTERED = False
+# Written to the work directory (naming the checkpoint) when training stops
+# on a signal, removed when training starts: tools/slurm_train.sh requeues
+# the job when it finds it.
+PREEMPTED_MARKER = 'preempted'
 
 
 class TrainingPreempted(SystemExit):
@@ -30,81 +31,24 @@ class TrainingPreempted(SystemExit):
     ``SystemExit`` it ends the process with the hook's ``exit_code``."""
 
 
-def _kill_workers_at_exit() -> None:
-    """Stop data-loader workers with SIGKILL when the process exits.
-
-    multiprocessing's exit handler stops daemonic children with SIGTERM
-    and waits for them; the workers ignore SIGTERM (below), so that wait
-    would never end for workers still alive at exit (persistent workers,
-    or a run ended by an exception). The process is ending, so nothing of
-    theirs is needed.
-    """
-    children = [c for c in multiprocessing.active_children() if c.daemon]
-    if not children:
+def _worker_signal_gate(training, signum, frame):
+    """A data-loader worker's handler of the stop signals: ignored while
+    the main process trains (it saves first, and a dead worker would fail
+    its next batch), the default action (stop) once it no longer does."""
+    if training.value:
         return
-    # PyTorch's SIGCHLD handler would report each killed worker as a
-    # failure (an exception in the middle of this handler).
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for child in children:
-        child.kill()
-    for child in children:
-        child.join(timeout=5)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
-def _ignore_signals_in_worker(signals, worker_init_fn, worker_id):
-    # PyTorch's workers die on SIGTERM, and a dead worker fails the main
-    # process's next batch; SLURM signals every process of the job, so the
-    # workers must outlive the signal until the main process has saved.
+def _gate_signals_in_worker(signals, training, worker_init_fn, worker_id):
+    # SLURM signals every process of the job, so the workers must outlive
+    # the signal until the main process has saved.
+    handler = functools.partial(_worker_signal_gate, training)
     for name in signals:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+        signal.signal(getattr(signal, name), handler)
     if worker_init_fn is not None:
         worker_init_fn(worker_id)
-
-
-class _ResumedEpochLoader:
-    """Stands in for a train loop's data loader for the one epoch that
-    resumes inside: the iterator it starts leaves out the first ``count``
-    batches without loading them (the index sampler yields them to no one),
-    and the loop gets its loader back. Anything else is the loader's."""
-
-    def __init__(self, loop, count: int):
-        self._loop, self._loader, self._count = loop, loop.dataloader, count
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-    def __len__(self):
-        return len(self._loader)
-
-    def __iter__(self):
-        loader, count = self._loader, self._count
-        self._loop.dataloader = loader
-        sampler = (loader.batch_sampler
-                   if loader.batch_sampler is not None else loader.sampler)
-        cls = type(sampler)
-
-        class SkipFirst(cls):
-
-            def __iter__(self):
-                return itertools.islice(cls.__iter__(self), count, None)
-
-        # DataLoader may iterate its sampler more than once while it starts
-        # (once more when it starts workers); every such start is in here.
-        try:
-            sampler.__class__ = SkipFirst
-        except TypeError:
-            print_log(
-                f'PreemptionHook: cannot leave batches out of a '
-                f'{cls.__name__}; the resumed epoch is trained from its '
-                'start.',
-                logger='current',
-                level=logging.WARNING)
-            return iter(loader)
-        try:
-            return iter(loader)
-        finally:
-            sampler.__class__ = cls
 
 
 @HOOKS.register_module()
@@ -118,16 +62,16 @@ class PreemptionHook(Hook):
     iteration in progress the state (weights, optimizer, schedulers,
     message hub) is saved as ``iter_{N}.pth`` in the checkpoint directory,
     ``last_checkpoint`` points to it, and the process exits with
-    ``exit_code`` (:class:`TrainingPreempted`). ``tools/train.py CONFIG
-    --resume`` continues from that iteration: in an epoch-based loop the
-    batches the interrupted epoch already trained on are left out, without
-    loading them, so every sample is still seen once per epoch (with a fixed
-    ``randomness.seed`` the resumed epoch shuffles as the interrupted one
-    did).
+    ``exit_code`` (:class:`TrainingPreempted`); the file ``preempted`` in
+    the work directory names the checkpoint until training starts again
+    (``tools/slurm_train.sh`` requeues the job when it is there). ``tools/train.py CONFIG
+    --resume`` continues from that iteration (inside the epoch with
+    ``x3d_plugin.ResumableEpochBasedTrainLoop``, which ``X3DRunner`` uses).
 
-    Data-loader workers (forked or spawned) ignore the signals, so that a
-    signal sent to the whole process group -- as SLURM does -- does not kill
-    them before the state is saved. With several processes, all stop after
+    Data-loader workers (forked or spawned) ignore the signals while the
+    main process trains, so that a signal sent to the whole process group
+    -- as SLURM does -- does not kill them before the state is saved; once
+    training ends (or raises) they stop on them as usual. With several processes, all stop after
     the same iteration (one ``all_reduce`` of a flag per iteration), so a
     signal that reaches one process only stops all of them and none waits
     in a collective. A signal during validation takes effect after the next
@@ -156,12 +100,17 @@ class PreemptionHook(Hook):
         self.exit_code = exit_code
         self.received = None
         self._previous = {}
+        self._training = None
+        self._loader_init_fns = []
 
     def _on_signal(self, signum, frame) -> None:
         self.received = signal.Signals(signum).name
 
     def before_train(self, runner) -> None:
         self.received = None
+        marker = osp.join(runner.work_dir, PREEMPTED_MARKER)
+        if is_main_process() and osp.exists(marker):
+            os.remove(marker)
         if threading.current_thread() is threading.main_thread():
             for name in self.signals:
                 number = getattr(signal, name)
@@ -172,42 +121,34 @@ class PreemptionHook(Hook):
                 'PreemptionHook: training runs outside the main thread, '
                 'where Python cannot handle signals; it will not save on '
                 f'{"/".join(self.signals)}.')
-        global _EXIT_HANDLER_REGISTERED
-        if not _EXIT_HANDLER_REGISTERED:
-            # Registered after multiprocessing's own handler, so it runs
-            # first (atexit runs handlers last-in, first-out).
-            atexit.register(_kill_workers_at_exit)
-            _EXIT_HANDLER_REGISTERED = True
-        loops = [runner.train_loop, runner.val_loop]
-        for loop in filter(None, loops):
+        # Shared with the workers: 1 while training, so that they ignore
+        # the signals only then. Cleared at exit too, should training end
+        # without restore_process_state (a runner other than X3DRunner that
+        # raised), so multiprocessing's exit handler can stop them.
+        self._training = multiprocessing.Value('b', 1, lock=False)
+        atexit.register(self.restore_process_state)
+        for loop in filter(None, (runner.train_loop, runner.val_loop)):
             loader = loop.dataloader
+            self._loader_init_fns.append((loader, loader.worker_init_fn))
             loader.worker_init_fn = functools.partial(
-                _ignore_signals_in_worker, self.signals,
+                _gate_signals_in_worker, self.signals, self._training,
                 loader.worker_init_fn)
-        self._skip_trained_batches(runner)
 
-    def _skip_trained_batches(self, runner) -> None:
-        """After resuming from a checkpoint saved inside an epoch, leave out
-        the batches that epoch trained on before it stopped."""
-        loop = runner.train_loop
-        if not isinstance(loop, EpochBasedTrainLoop):
-            return  # IterBasedTrainLoop skips them itself on resume
-        per_epoch = len(loop.dataloader)
-        done = runner.iter - runner.epoch * per_epoch
-        if done <= 0:
-            return
-        if done > per_epoch:
-            runner.logger.warning(
-                f'PreemptionHook: resumed at iteration {runner.iter} in '
-                f'epoch {runner.epoch + 1}, which does not fit '
-                f'{per_epoch} batches per epoch (a different batch size or '
-                'number of processes?); the epoch is trained from its start.')
-            return
-        loop.dataloader = _ResumedEpochLoader(loop, done)
-        runner.logger.info(
-            f'PreemptionHook: resumed inside epoch {runner.epoch + 1}; its '
-            f'first {done} of {per_epoch} batches were trained before the '
-            'stop and are left out.')
+    def restore_process_state(self) -> None:
+        """Put back the signal handlers and the loaders' ``worker_init_fn``
+        that :meth:`before_train` replaced, let the workers stop on the
+        signals again, and drop the exit handler. Called after training,
+        whether it returned or raised; calling it again does nothing."""
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+        for loader, init_fn in self._loader_init_fns:
+            loader.worker_init_fn = init_fn
+        self._loader_init_fns = []
+        if self._training is not None:
+            self._training.value = 0
+            self._training = None
+        atexit.unregister(self.restore_process_state)
 
     def after_train_iter(self,
                          runner,
@@ -227,13 +168,18 @@ class PreemptionHook(Hook):
             f'{path}. Continue with `tools/train.py CONFIG --resume` (same '
             '--work-dir).')
         runner.logger.warning(message)
+        if is_main_process():
+            write_file_atomically(
+                path, osp.join(runner.work_dir, PREEMPTED_MARKER))
+        self.restore_process_state()
         raise TrainingPreempted(self.exit_code)
 
     def _save(self, runner) -> str:
         checkpoint_hook = next(
             (h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
         out_dir = getattr(checkpoint_hook, 'out_dir', None) or runner.work_dir
-        backend_args = getattr(checkpoint_hook, 'backend_args', None)
+        backend_args = atomic_backend_args(
+            out_dir, getattr(checkpoint_hook, 'backend_args', None))
         filename = f'iter_{runner.iter + 1}.pth'
         path = osp.join(out_dir, filename)
         if runner.message_hub.get_info('last_ckpt') == path:
@@ -249,11 +195,8 @@ class PreemptionHook(Hook):
             by_epoch=False,
             backend_args=backend_args)
         if is_main_process():
-            write_file_atomically(
-                path, osp.join(runner.work_dir, 'last_checkpoint'))
+            write_last_checkpoint(runner.work_dir, path)
         return path
 
     def after_train(self, runner) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous = {}
+        self.restore_process_state()

@@ -1,4 +1,4 @@
-"""MMDetection on mmcv-lite: the one shim MMAction2's AVA detector needs.
+"""MMDetection on mmcv-lite, for MMAction2's AVA detector.
 
 MMAction2 builds its AVA detector from MMDetection (``FastRCNN``,
 ``StandardRoIHead``, ``MaxIoUAssigner``, ``RandomSampler``), and
@@ -11,34 +11,30 @@ extension, so the import fails, and MMAction2's ``roi_heads`` and
 Nothing on the AVA path calls a compiled op when its RoI extractor is
 :class:`~x3d_plugin.models.roi_extractors.RoIAlignExtractor3D` (plain
 PyTorch): AVA uses precomputed proposals (no RPN, no NMS) and a per-class
-sigmoid head. Only the import is in the way. So, when mmcv's extension is
-missing and MMDetection is installed, :func:`apply`
+sigmoid head. Only the import is in the way. :func:`enable`, called when
+the plugin's ``x3d_plugin.MMDetDetector`` is built (configs/detection) or
+by the user, and a no-op with a full mmcv or without MMDetection:
 
-1. registers a placeholder module ``mmcv._ext`` whose every function raises
-   :class:`MissingCompiledOpError` naming the op and the fix when called
-   (``mmcv.ops`` imports; a compiled op fails only if something calls it).
-   The placeholder has no loader, so MMEngine's ``mmcv_full_available()``
-   still answers False and MMEngine keeps treating mmcv as mmcv-lite;
-2. repairs what was imported before the placeholder existed:
-   ``mmcv.cnn.bricks.transformer`` re-exports ``MultiScaleDeformableAttention``
-   from ``mmcv.ops`` only if that imported (MMDetection imports it from
-   there), and MMAction2's ``roi_heads`` and ``task_modules`` are imported
-   again so their modules register.
+1. registers a placeholder module ``mmcv._ext`` holding exactly the
+   functions that ``mmcv.ops`` asks ``mmcv._ext`` for (read from mmcv's
+   sources), each raising :class:`MissingCompiledOpError` naming the op and
+   the fix when called. It has no other attributes and no loader, so
+   MMEngine's ``mmcv_full_available()`` still answers False;
+2. completes what was imported before the placeholder existed:
+   ``mmcv.cnn.bricks.transformer`` gets ``MultiScaleDeformableAttention``
+   from ``mmcv.ops`` (MMDetection imports it from there), and MMAction2's
+   ``roi_heads`` and ``task_modules`` are imported again so their modules
+   register.
 
-With a full mmcv (compiled ops) or without MMDetection it does neither.
-
-3. With any mmcv: MMAction2's AVA evaluation (``ava_eval``, behind
-   ``AVAMetric``) forks ``multiprocessing.Pool(32)`` from the evaluating
-   process and never closes it. That process runs torch (intra-op threads,
-   data-loader threads), and a child forked while another thread holds a
-   lock can wait on it forever: an in-process training hung that way in
-   validation here. ``ava_eval`` now gets :class:`ClosingProcessPool`:
-   workers forked from multiprocessing's fork server (a fresh,
-   single-threaded interpreter that has imported ``ava_utils`` once), at
-   most one per CPU, closed after its one ``map``.
-
-Applying it twice is the same as once.
+Separately, MMAction2's AVA evaluation (``ava_eval``, behind ``AVAMetric``)
+forks ``multiprocessing.Pool(32)`` from the evaluating process and never
+closes it; a child forked while another thread holds a lock can wait on it
+forever. The plugin's ``x3d_plugin.AVAMetric`` runs ``ava_eval`` with
+:class:`ClosingProcessPool` (:func:`closing_ava_pool`) for its own calls only.
 """
+import ast
+import contextlib
+import glob
 import importlib
 import importlib.machinery
 import importlib.util
@@ -82,15 +78,31 @@ def _missing_op(name: str):
 
 
 class _PlaceholderExtension(types.ModuleType):
-    """``mmcv._ext`` for mmcv-lite: any function is a
-    :class:`MissingCompiledOpError` when called."""
+    """``mmcv._ext`` for mmcv-lite: the functions ``mmcv.ops`` imports, each
+    a :class:`MissingCompiledOpError` when called."""
 
-    def __getattr__(self, name: str):
-        if name.startswith('__'):
-            raise AttributeError(name)
-        op = _missing_op(name)
-        setattr(self, name, op)
-        return op
+
+def mmcv_ops_extension_functions() -> list:
+    """The names ``mmcv.ops`` asks ``mmcv._ext`` for
+    (``ext_loader.load_ext('_ext', [...])`` in each of its modules)."""
+    spec = importlib.util.find_spec('mmcv.ops')
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    names = set()
+    for folder in spec.submodule_search_locations:
+        for path in sorted(glob.glob(os.path.join(folder, '*.py'))):
+            with open(path, encoding='utf-8') as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call)
+                        and getattr(node.func, 'attr', None) == 'load_ext'
+                        and len(node.args) == 2
+                        and isinstance(node.args[1], (ast.List, ast.Tuple))):
+                    names.update(
+                        e.value for e in node.args[1].elts
+                        if isinstance(e, ast.Constant)
+                        and isinstance(e.value, str))
+    return sorted(names)
 
 
 def has_compiled_mmcv_ops() -> bool:
@@ -113,6 +125,8 @@ def _mmdet_installed() -> bool:
 
 def _install_placeholder_extension() -> None:
     module = _PlaceholderExtension(EXT_NAME)
+    for name in mmcv_ops_extension_functions():
+        setattr(module, name, _missing_op(name))
     # No loader: pkgutil.find_loader('mmcv._ext') -- MMEngine's
     # mmcv_full_available() -- gives None.
     module.__spec__ = importlib.machinery.ModuleSpec(EXT_NAME, None)
@@ -176,22 +190,23 @@ class ClosingProcessPool:
             return pool.map(func, iterable, chunksize)
 
 
-def _patch_ava_eval_pool() -> None:
+@contextlib.contextmanager
+def closing_ava_pool():
+    """Inside this block, MMAction2's ``ava_eval`` starts its process pool
+    as :class:`ClosingProcessPool` (restored afterwards)."""
+    from mmaction.evaluation.functional import ava_utils
+    original = ava_utils.multiprocessing
+    ava_utils.multiprocessing = types.SimpleNamespace(Pool=ClosingProcessPool)
     try:
-        from mmaction.evaluation.functional import ava_utils
-    except ImportError:
-        return
-    if getattr(ava_utils.multiprocessing, 'Pool', None) is ClosingProcessPool:
-        return
-    ava_utils.multiprocessing = types.SimpleNamespace(
-        Pool=ClosingProcessPool)
+        yield
+    finally:
+        ava_utils.multiprocessing = original
 
 
-def apply() -> None:
+def enable() -> None:
     """Make ``mmdet.models`` (and so MMAction2's AVA detector) importable on
-    mmcv-lite (nothing to do with a full mmcv or without MMDetection), and
-    MMAction2's AVA evaluation fork-free."""
-    _patch_ava_eval_pool()
+    mmcv-lite; nothing to do with a full mmcv or without MMDetection.
+    Calling it again does nothing more."""
     if not _mmdet_installed() or has_compiled_mmcv_ops():
         return
     if not isinstance(sys.modules.get(EXT_NAME), _PlaceholderExtension):

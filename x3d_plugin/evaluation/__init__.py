@@ -1,0 +1,3 @@
+from .metrics import AVAMetric
+
+__all__ = ['AVAMetric']

@@ -1,0 +1,3 @@
+from .ava_metric import AVAMetric
+
+__all__ = ['AVAMetric']
