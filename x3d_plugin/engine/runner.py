@@ -15,7 +15,7 @@ import random
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-from mmengine.dist import all_gather_object, is_distributed
+from mmengine.dist import all_gather_object, broadcast, is_distributed
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
@@ -64,7 +64,9 @@ class X3DRunner(Runner):
       runs as ``x3d_plugin.ResumableEpochBasedTrainLoop``, which resumes
       inside an epoch. With ``x3d_plugin.SeededSampler`` (augmentation as a
       function of seed, epoch and sample) a run stopped and resumed ends
-      with exactly the weights of one that never stopped.
+      with exactly the weights of one that never stopped. With several
+      processes, saving a resumable checkpoint gives every process rank 0's
+      buffers (BN statistics), which are what the checkpoint holds.
     * **process state restored on every exit path**: after ``train()``,
       returning or raising, each hook's ``restore_process_state()`` runs
       (``PreemptionHook`` puts back its signal handlers).
@@ -141,6 +143,13 @@ class X3DRunner(Runner):
         # (with the optimizer; best_*.pth are saved without).
         if kwargs.get('save_optimizer', True):
             self._random_states_to_save = all_gather_object(_random_states())
+            if self.distributed:
+                # The checkpoint holds rank 0's buffers (BN statistics):
+                # every process continues with them, as a resumed run does.
+                model = self.model.module if is_model_wrapper(
+                    self.model) else self.model
+                for buffer in model.buffers():
+                    broadcast(buffer, src=0)
         try:
             super().save_checkpoint(out_dir, filename, *args, **kwargs)
         finally:
