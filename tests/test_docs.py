@@ -135,8 +135,9 @@ def test_the_pages_are_found():
 
 def test_readme_shows_the_quick_start_commands():
     readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    prose = {number for number, _ in prose_lines(readme)}
     code = '\n'.join(line for number, line in enumerate(readme.splitlines(), 1)
-                     if (number, line) not in prose_lines(readme))
+                     if number not in prose)
     for command in QUICK_START:
         assert re.search(rf'^{re.escape(command)}(\s|$)', code, re.M), (
             f'README.md no longer shows `{command}` in a code block')
