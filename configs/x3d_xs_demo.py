@@ -100,7 +100,8 @@ test_evaluator = val_evaluator
 
 # 12 epochs: with a 20-epoch schedule validation top-1 was 96% after 8 and
 # 99% after 12 epochs; this 12-epoch schedule reaches 95% after 8 and
-# 98.4% in the 2x3-view test (2-core AVX2 machine, README).
+# 98.4% in the 2x3-view test (2-core AVX2 machine, docs/get_started.md,
+# "Quick start").
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=4)
 # From scratch on 800 videos in minutes, AdamW gets X3D moving much

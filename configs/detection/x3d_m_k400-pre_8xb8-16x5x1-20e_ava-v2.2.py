@@ -8,7 +8,8 @@
 # configs/AVA/SLOW_8x8_R50_SHORT.yaml (the AVA data and schedule; PySlowFast
 # has no X3D AVA config, and the X3D paper's own schedule is not used here).
 # Needs: mmdet 3.3.0; the K400 X3D-M weights converted by
-# tools/convert_checkpoint.py (README, "Converting official checkpoints").
+# tools/convert_checkpoint.py (docs/checkpoints.md, "Converting official
+# checkpoints").
 _base_ = ['../_base_/default_runtime.py']
 # MMDetection (FastRCNN) on mmcv-lite: the second import installs the
 # placeholder for mmcv's compiled ops (x3d_plugin/compat/detection.py).

@@ -78,12 +78,12 @@ def test_kinetics_configs_report_exactly_their_missing_data(
             expected += [
                 f'{loader}_dataloader.dataset.data_prefix.video: the folder '
                 f'{dataset.data_prefix.video!r} does not exist; download '
-                'the Kinetics-400 videos into it (README.md, '
-                '"Kinetics-400")',
+                'the Kinetics-400 videos into it (docs/training.md, '
+                '"Kinetics-400 data")',
                 f'{loader}_dataloader.dataset.ann_file: the annotation list '
                 f'{dataset.ann_file!r} does not exist; '
                 'tools/data/kinetics/build_file_list.py builds it from the '
-                'downloaded videos (README.md, "Kinetics-400")'
+                'downloaded videos (docs/training.md, "Kinetics-400 data")'
             ]
         assert problems == expected
 

@@ -272,7 +272,8 @@ def _data_hint(path: str, is_list: bool) -> str:
     if 'kinetics' in path.lower():
         return ('tools/data/kinetics/build_file_list.py builds it from the '
                 'downloaded videos' if is_list else 'download the '
-                'Kinetics-400 videos into it') + ' (README.md, "Kinetics-400")'
+                'Kinetics-400 videos into it') + (
+                    ' (docs/training.md, "Kinetics-400 data")')
     if 'demo' in path.lower():
         return ('python tools/data/generate_demo_dataset.py '
                 f'{osp.dirname(path) if is_list else path} makes it')

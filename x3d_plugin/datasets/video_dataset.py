@@ -62,9 +62,10 @@ class CheckedVideoDataset(VideoDataset):
                 f'annotation list {self.ann_file!r} does not exist. For '
                 'Kinetics-400 put the videos in data/kinetics400/videos_train '
                 'and videos_val and build the lists with '
-                'tools/data/kinetics/build_file_list.py (see README.md, '
-                '"Kinetics-400"); for UCF101/HMDB51 or a folder of class '
-                'sub-folders, tools/data/build_split_lists.py or '
+                'tools/data/kinetics/build_file_list.py (see '
+                'docs/training.md, "Kinetics-400 data"); for UCF101/HMDB51 '
+                'or a folder of class sub-folders, '
+                'tools/data/build_split_lists.py or '
                 'build_folder_lists.py (configs/finetune/README.md); or '
                 'point ann_file / data_prefix at your own data with '
                 '--cfg-options.')

@@ -1,4 +1,5 @@
-# Kinetics-400 in MMAction2's layout (see README.md, "Kinetics-400").
+# Kinetics-400 in MMAction2's layout (see docs/training.md,
+# "Kinetics-400 data").
 # Variant configs add the pipelines and the per-GPU batch size.
 dataset_type = 'x3d_plugin.CheckedVideoDataset'
 data_root = 'data/kinetics400/videos_train'
