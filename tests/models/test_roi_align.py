@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import x3d_plugin  # noqa: F401  (registers the plugin scope)
-from x3d_plugin.compat_detection import has_compiled_mmcv_ops
+from x3d_plugin.compat.detection import has_compiled_mmcv_ops
 from x3d_plugin.models.roi_extractors import (RoIAlign, RoIAlignExtractor3D,
                                               roi_align)
 
