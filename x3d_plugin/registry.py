@@ -2,60 +2,30 @@
 
 Each registry is a child of MMAction2's registry of the same kind, so a config
 reaches plugin modules as ``type='x3d_plugin.X3D'`` while MMAction2's own names
-(``X3D``, ``X3DHead``, ``DecordDecode``...) keep resolving to MMAction2's
-implementations. Nothing here registers with ``force=True``.
+(``X3D``, ``X3DHead``, ``DecordDecode``, ``AVAMetric``...) keep resolving to
+MMAction2's implementations. Nothing here registers with ``force=True``.
 """
-from mmaction.registry import DATA_SAMPLERS as MMACTION_DATA_SAMPLERS
-from mmaction.registry import DATASETS as MMACTION_DATASETS
-from mmaction.registry import HOOKS as MMACTION_HOOKS
-from mmaction.registry import LOOPS as MMACTION_LOOPS
-from mmaction.registry import METRICS as MMACTION_METRICS
-from mmaction.registry import MODELS as MMACTION_MODELS
-from mmaction.registry import PARAM_SCHEDULERS as MMACTION_PARAM_SCHEDULERS
-from mmaction.registry import RUNNERS as MMACTION_RUNNERS
-from mmaction.registry import TRANSFORMS as MMACTION_TRANSFORMS
+from mmaction import registry as mmaction_registry
 from mmengine.registry import Registry
 
 SCOPE = 'x3d_plugin'
 
-MODELS = Registry(
-    'model',
-    parent=MMACTION_MODELS,
-    scope=SCOPE,
-    locations=['x3d_plugin.models'])
-TRANSFORMS = Registry(
-    'transform',
-    parent=MMACTION_TRANSFORMS,
-    scope=SCOPE,
-    locations=['x3d_plugin.datasets.transforms'])
-HOOKS = Registry(
-    'hook',
-    parent=MMACTION_HOOKS,
-    scope=SCOPE,
-    locations=['x3d_plugin.engine.hooks'])
-DATASETS = Registry(
-    'dataset',
-    parent=MMACTION_DATASETS,
-    scope=SCOPE,
-    locations=['x3d_plugin.datasets'])
-PARAM_SCHEDULERS = Registry(
-    'parameter scheduler',
-    parent=MMACTION_PARAM_SCHEDULERS,
-    scope=SCOPE,
-    locations=['x3d_plugin.engine.schedulers'])
-RUNNERS = Registry(
-    'runner', parent=MMACTION_RUNNERS, scope=SCOPE,
-    locations=['x3d_plugin.engine'])
-METRICS = Registry(
-    'metric',
-    parent=MMACTION_METRICS,
-    scope=SCOPE,
-    locations=['x3d_plugin.evaluation'])
-DATA_SAMPLERS = Registry(
-    'data sampler',
-    parent=MMACTION_DATA_SAMPLERS,
-    scope=SCOPE,
-    locations=['x3d_plugin.datasets'])
-LOOPS = Registry(
-    'loop', parent=MMACTION_LOOPS, scope=SCOPE,
-    locations=['x3d_plugin.engine'])
+
+def _child(parent: Registry, location: str) -> Registry:
+    """The ``x3d_plugin`` child of MMAction2's registry ``parent``, whose
+    modules are registered by importing ``location``."""
+    return Registry(
+        parent.name, parent=parent, scope=SCOPE, locations=[location])
+
+
+MODELS = _child(mmaction_registry.MODELS, 'x3d_plugin.models')
+TRANSFORMS = _child(mmaction_registry.TRANSFORMS,
+                    'x3d_plugin.datasets.transforms')
+DATASETS = _child(mmaction_registry.DATASETS, 'x3d_plugin.datasets')
+DATA_SAMPLERS = _child(mmaction_registry.DATA_SAMPLERS, 'x3d_plugin.datasets')
+HOOKS = _child(mmaction_registry.HOOKS, 'x3d_plugin.engine.hooks')
+LOOPS = _child(mmaction_registry.LOOPS, 'x3d_plugin.engine')
+RUNNERS = _child(mmaction_registry.RUNNERS, 'x3d_plugin.engine')
+PARAM_SCHEDULERS = _child(mmaction_registry.PARAM_SCHEDULERS,
+                          'x3d_plugin.engine.schedulers')
+METRICS = _child(mmaction_registry.METRICS, 'x3d_plugin.evaluation')
