@@ -145,7 +145,7 @@ def fingerprint(parts: Dict[str, object]) -> Dict[str, dict]:
     for name, value in parts.items():
         text = json.dumps(value, sort_keys=True, default=repr)
         out[name] = dict(sha256=hashlib.sha256(text.encode()).hexdigest())
-        if len(text) <= 120:
+        if len(text) <= 60:  # short enough to name (not a digest)
             out[name]['value'] = text
     return out
 
@@ -210,6 +210,8 @@ class SearchState:
                 '--work-dir to search afresh, or add --reuse-results to '
                 'keep their J anyway')
         self.reused = changes
+        if changes:
+            self.save()  # the next run is the same search as this one
 
     def save(self) -> None:
         tmp = f'{self.path}.tmp'
