@@ -170,3 +170,24 @@ def test_per_doubling_keeps_the_cheaper_gain(tmp_path):
         gains = [float(r.split('|')[10]) for r in rows]
         # (60 - 30) / log2(2.50) = 22.7; (50 - 30) / log2(1.57) = 30.8
         assert gains == pytest.approx([22.7, 30.8], abs=0.1)
+
+
+@pytest.mark.parametrize('rate,span', [(6, '24'), (5, '24 (+20%)'),
+                                       (3, '16 (+33%)')])
+def test_fast_rows_say_how_the_span_changed(rate, span):
+    """X-Fast keeps the span where the rate halves exactly; an odd rate
+    rounds up and the row gives the new span and its change."""
+    base = Point(4, rate, 32)
+    grown = expand(base, 'fast')
+    assert grown.num_frames == 8
+    records = [dict(cid='start', axis='start', point=base.to_dict(),
+                    gflops=cost(base), params=1, J=50.0),
+               dict(cid='step1-fast', axis='fast', point=grown.to_dict(),
+                    gflops=cost(grown), params=1, J=60.0)]
+    row = table(records[1:], 'step1-fast', records[0]).splitlines()[2]
+    assert row.split('|')[4].strip() == span
+    # X-Temporal doubles the span by design: no change is flagged.
+    longer = expand(base, 'temporal')
+    row = table([dict(records[1], axis='temporal', point=longer.to_dict())],
+                None, records[0]).splitlines()[2]
+    assert row.split('|')[4].strip() == str(2 * base.clip_span)
