@@ -27,7 +27,6 @@ import copy
 import fcntl
 import os
 import os.path as osp
-import sys
 import time
 from pathlib import Path
 
@@ -128,7 +127,13 @@ def log(message: str) -> None:
 
 def clip_span_limit(cfg, args, seed: int) -> int:
     """Frames of the shortest training video (all of them, or the sample
-    of --probe-videos), read from the container headers."""
+    of --probe-videos), read from the container headers.
+
+    Args:
+        cfg: the base config.
+        args: the command line (``probe_videos``).
+        seed: the sample's seed.
+    """
     began = time.time()
     frames, read = shortest_video(list(train_list_videos(cfg)),
                                   args.probe_videos, seed)
@@ -142,10 +147,21 @@ def clip_span_limit(cfg, args, seed: int) -> int:
 def held_out_config(cfg, work_dir: str, ratio: float, seed: int):
     """The config the candidates train with: the training list split into
     what they train on and what J is measured on (files written under
-    ``WORK_DIR/data``), or, with ``ratio`` 0, the config as it is."""
+    ``WORK_DIR/data``), or, with ``ratio`` 0, the config as it is.
+
+    Args:
+        cfg: the base config.
+        work_dir: the search's work directory.
+        ratio: the held-out fraction of each class.
+        seed: the split's seed.
+    """
     train_set = cfg.train_dataloader.dataset
     if ratio == 0:
         val_file = cfg.val_dataloader.dataset.get('ann_file')
+        if not val_file:
+            raise DataError('--val-ratio 0 measures J on val_dataloader, '
+                            'which names no ann_file; give a --val-ratio '
+                            'above 0')
         test = cfg.get('test_dataloader')
         if test and osp.abspath(test.dataset.get('ann_file', '')) == \
                 osp.abspath(val_file):
@@ -171,12 +187,22 @@ def held_out_config(cfg, work_dir: str, ratio: float, seed: int):
     return search_cfg
 
 
-def search_fingerprint(cfg, settings, sizes, section, args, seed: int,
+def search_fingerprint(cfg, settings, sizes, section, seed: int,
                        ratio: float) -> dict:
     """Everything that decides a candidate's J or the path: the settings,
     criterion, target, tolerance, seed, proxy schedule, the rest of the
     base config, the lists' contents, the held-out split and the trainer.
-    The number of steps is not part of it (a search can be extended)."""
+    The number of steps is not part of it (a search can be extended), nor
+    are the launcher and the threads per candidate.
+
+    Args:
+        cfg: the base config (with --cfg-options applied).
+        settings: the search's :class:`Settings`.
+        sizes: the scale jitter and test size ratios.
+        section: the config's ``expansion`` section.
+        seed: the seed of the candidates and of the held-out split.
+        ratio: the held-out fraction (0: the config's validation list).
+    """
     content = {k: v for k, v in cfg.to_dict().items() if k != 'expansion'}
     schedule = {k: content.pop(k, None) for k in SCHEDULE_KEYS}
     parts = {
@@ -187,7 +213,7 @@ def search_fingerprint(cfg, settings, sizes, section, args, seed: int,
         'criterion': settings.criterion,
         'target_gflops': settings.target_gflops,
         'tolerance': settings.tolerance,
-        'seed': seed if args.seed is None else args.seed,
+        'seed': seed,
         'proxy schedule': schedule,
         'base config': content,
         'training list': file_sha256(cfg.train_dataloader.dataset.ann_file),
@@ -203,7 +229,11 @@ def search_fingerprint(cfg, settings, sizes, section, args, seed: int,
 
 def lock_work_dir(work_dir: str):
     """Hold ``WORK_DIR/search.lock`` for this process's life: one search
-    per work directory."""
+    per work directory.
+
+    Args:
+        work_dir: the search's work directory.
+    """
     path = osp.join(work_dir, 'search.lock')
     handle = open(path, 'a+', encoding='utf-8')
     try:
@@ -276,7 +306,7 @@ def main(argv=None):
             jitter_ratio=section.get('jitter_ratio', PYSLOWFAST_JITTER),
             test_ratio=section.get('test_ratio', PYSLOWFAST_TEST))
         fingerprint = search_fingerprint(cfg, settings, sizes, section,
-                                         args, seed, ratio)
+                                         seed, ratio)
     except (ValueError, OSError) as err:  # DataError is a ValueError
         raise SystemExit(f'{args.config}: {err}')
     train_script = section.get('train_script') or TRAIN_SCRIPT

@@ -253,6 +253,7 @@ def write_synthetic_config(tmp_path, **expansion):
     return expansion_synthetic.write_config(tmp_path, DEMO, **expansion)
 
 
+@pytest.mark.slow
 def test_killed_search_continues_without_repeating_a_candidate(tmp_path):
     config = write_synthetic_config(tmp_path, steps=5)
     work = tmp_path / 'work'
