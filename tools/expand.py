@@ -8,8 +8,12 @@ proxy schedule every candidate trains with) plus an ``expansion`` section;
 see ``configs/expand/x3d_expand_demo.py``. Each candidate trains as its own
 ``tools/train.py`` run under ``WORK_DIR/candidates/<id>``; the search state
 (``WORK_DIR/search_state.json``) is written after each candidate, so the
-same command run again continues where a killed search stopped. SIGTERM
-stops it cleanly (the running candidates are resumed next time).
+same command run again continues where a killed search stopped, provided
+nothing that decides a candidate's J has changed (else it stops and says
+what did). SIGTERM or Ctrl-C stops it cleanly (the running candidates are
+resumed next time); a search killed outright takes its trainers with it.
+Every J is measured on a part of the training list held out from the
+candidates' training (``--val-ratio``), never on the config's test list.
 
 Examples::
 
@@ -19,6 +23,8 @@ Examples::
         --launcher ray --gpus-per-candidate 1
 """
 import argparse
+import copy
+import fcntl
 import os
 import os.path as osp
 import time
@@ -36,14 +42,21 @@ from x3d_plugin.apis.expansion.configs import (PYSLOWFAST_JITTER,
                                                PYSLOWFAST_TEST,
                                                num_classes_of,
                                                train_list_videos)
+from x3d_plugin.apis.expansion.data import (DataError, file_sha256,
+                                            read_list, shortest_video,
+                                            split_held_out, write_lines)
 from x3d_plugin.apis.expansion.launchers import stop_on_sigterm
 from x3d_plugin.apis.expansion.report import write_all
-from x3d_plugin.apis.expansion.search import SearchInterrupted, elapsed
+from x3d_plugin.apis.expansion.search import (CRITERIA_HELP, PER_DOUBLING,
+                                              SearchInterrupted, elapsed,
+                                              fingerprint)
 
 TRAIN_SCRIPT = str(Path(__file__).resolve().parent / 'train.py')
-# Frames of the shortest video decide how long a clip can be; so many
-# training videos are opened to find it.
-PROBE_VIDEOS = 32
+# Held out of the training list to measure J on, per class.
+VAL_RATIO = 0.1
+# The parts of the base config that make the proxy schedule (their own
+# part of the fingerprint, so that a change is named as such).
+SCHEDULE_KEYS = ('train_cfg', 'param_scheduler', 'optim_wrapper')
 
 
 def parse_args(argv=None):
@@ -77,7 +90,30 @@ def parse_args(argv=None):
                         help='GPUs each candidate trains on (0: CPU; '
                         'more than 1: torchrun)')
     parser.add_argument('--seed', type=int, help='seed of every candidate '
-                        '(default: the config\'s randomness.seed)')
+                        'and of the held-out split (default: the config\'s '
+                        'randomness.seed)')
+    parser.add_argument('--criterion', choices=['top1', PER_DOUBLING],
+                        help='what a step keeps by (default: the config\'s '
+                        'expansion.criterion, else top1). ' + CRITERIA_HELP +
+                        '. The X3D paper expands one axis at a time by '
+                        'about 2x computation and keeps the axis with the '
+                        'best accuracy (its "computation/accuracy '
+                        'trade-off" with the cost held about equal): top1')
+    parser.add_argument('--val-ratio', type=float,
+                        help='fraction of each class of the training list '
+                        'held out to measure J on (seeded by --seed; '
+                        f'default: expansion.val_ratio, else {VAL_RATIO}); '
+                        "0: measure J on the config's val_dataloader, "
+                        'which must not be its test list')
+    parser.add_argument('--probe-videos', type=int,
+                        help='find the clip-length limit from a random '
+                        'sample of so many training videos (seeded) '
+                        'instead of all of them (each is read from its '
+                        'container header)')
+    parser.add_argument('--reuse-results', action='store_true',
+                        help='continue in a work directory whose search '
+                        'had other settings, data or config, keeping its '
+                        'candidates\' J (refused without this flag)')
     parser.add_argument('--retry-failed', action='store_true',
                         help='run candidates that failed before again')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -89,27 +125,129 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def shortest_video(cfg) -> int:
-    """Frames of the shortest of the first training videos."""
-    import av
-    shortest = None
-    for index, path in enumerate(train_list_videos(cfg)):
-        if index == PROBE_VIDEOS:
-            break
-        try:
-            with av.open(path) as container:
-                stream = container.streams.video[0]
-                frames = stream.frames or sum(
-                    1 for _ in container.decode(stream))
-        except (OSError, IndexError, av.error.FFmpegError) as err:
-            raise SystemExit(
-                f'cannot read training video {path} to find the clip length '
-                f'limit ({err}); set expansion.max_clip_span in the config')
-        shortest = frames if shortest is None else min(shortest, frames)
-    if shortest is None:
-        raise SystemExit('the training list is empty; set '
-                         'expansion.max_clip_span or fix the data')
-    return shortest
+def clip_span_limit(cfg, args, seed: int) -> int:
+    """Frames of the shortest training video (all of them, or the sample
+    of --probe-videos), read from the container headers.
+
+    Args:
+        cfg: the base config.
+        args: the command line (``probe_videos``).
+        seed: the sample's seed.
+    """
+    began = time.time()
+    frames, read = shortest_video(list(train_list_videos(cfg)),
+                                  args.probe_videos, seed)
+    which = (f'a random sample of {read}' if args.probe_videos else
+             f'all {read}')
+    log(f'clip length limit: {frames} frames (the shortest of {which} '
+        f'training videos, {time.time() - began:.1f} s)')
+    return frames
+
+
+def held_out_config(cfg, work_dir: str, ratio: float, seed: int):
+    """The config the candidates train with: the training list split into
+    what they train on and what J is measured on (files written under
+    ``WORK_DIR/data``), or, with ``ratio`` 0, the config as it is.
+
+    Args:
+        cfg: the base config.
+        work_dir: the search's work directory.
+        ratio: the held-out fraction of each class.
+        seed: the split's seed.
+    """
+    train_set = cfg.train_dataloader.dataset
+    if ratio == 0:
+        val_file = cfg.val_dataloader.dataset.get('ann_file')
+        if not val_file:
+            raise DataError('--val-ratio 0 measures J on val_dataloader, '
+                            'which names no ann_file; give a --val-ratio '
+                            'above 0')
+        test = cfg.get('test_dataloader')
+        if test and osp.abspath(test.dataset.get('ann_file', '')) == \
+                osp.abspath(val_file):
+            raise DataError(
+                f'--val-ratio 0 measures J on val_dataloader, whose list '
+                f'{val_file} is also the test list: the network would be '
+                'selected on the data it is tested on; give a --val-ratio '
+                'above 0 or a validation list of its own')
+        log(f'J is measured on {val_file} (--val-ratio 0)')
+        return cfg
+    lines = read_list(train_set.ann_file)
+    train, held = split_held_out(lines, ratio, seed)
+    folder = osp.abspath(osp.join(work_dir, 'data'))
+    search_cfg = copy.deepcopy(cfg)
+    search_cfg.train_dataloader.dataset.ann_file = write_lines(
+        osp.join(folder, 'train_split.txt'), train)
+    val_set = search_cfg.val_dataloader.dataset
+    val_set.ann_file = write_lines(osp.join(folder, 'held_out.txt'), held)
+    val_set.data_prefix = copy.deepcopy(train_set.get('data_prefix', {}))
+    log(f'J is measured on {len(held)} of the {len(lines)} training videos '
+        f'held out per class (--val-ratio {ratio:g}, seed {seed}): '
+        f'{val_set.ann_file}; candidates train on the other {len(train)}')
+    return search_cfg
+
+
+def search_fingerprint(cfg, settings, sizes, section, seed: int,
+                       ratio: float) -> dict:
+    """Everything that decides a candidate's J or the path: the settings,
+    criterion, target, tolerance, seed, proxy schedule, the rest of the
+    base config, the lists' contents, the held-out split and the trainer.
+    The number of steps is not part of it (a search can be extended), nor
+    are the launcher and the threads per candidate.
+
+    Args:
+        cfg: the base config (with --cfg-options applied).
+        settings: the search's :class:`Settings`.
+        sizes: the scale jitter and test size ratios.
+        section: the config's ``expansion`` section.
+        seed: the seed of the candidates and of the held-out split.
+        ratio: the held-out fraction (0: the config's validation list).
+    """
+    content = {k: v for k, v in cfg.to_dict().items() if k != 'expansion'}
+    schedule = {k: content.pop(k, None) for k in SCHEDULE_KEYS}
+    parts = {
+        'start, axes and limits': dict(
+            start=settings.start.to_dict(), axes=list(settings.axes),
+            limits=vars(settings.limits), num_classes=settings.num_classes,
+            sizes=sizes),
+        'criterion': settings.criterion,
+        'target_gflops': settings.target_gflops,
+        'tolerance': settings.tolerance,
+        'seed': seed,
+        'proxy schedule': schedule,
+        'base config': content,
+        'training list': file_sha256(cfg.train_dataloader.dataset.ann_file),
+        'held-out ratio': ratio,
+        'trainer': dict(evaluate=section.get('evaluate'),
+                        train_script=section.get('train_script')),
+    }
+    if ratio == 0:
+        parts['validation list'] = file_sha256(
+            cfg.val_dataloader.dataset.ann_file)
+    return fingerprint(parts)
+
+
+def lock_work_dir(work_dir: str):
+    """Hold ``WORK_DIR/search.lock`` for this process's life: one search
+    per work directory.
+
+    Args:
+        work_dir: the search's work directory.
+    """
+    path = osp.join(work_dir, 'search.lock')
+    handle = open(path, 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise SystemExit(
+            f'another search (process {handle.read().strip() or "?"}) runs '
+            f'in {work_dir}; wait for it, stop it, or give another '
+            '--work-dir') from None
+    handle.truncate(0)
+    handle.write(f'{os.getpid()}\n')
+    handle.flush()
+    return handle
 
 
 def start_point(spec, cfg) -> Point:
@@ -120,7 +258,7 @@ def start_point(spec, cfg) -> Point:
     return Point.from_dict(dict(spec))
 
 
-def settings_from(cfg, args):
+def settings_from(cfg, args, seed: int):
     section = cfg.get('expansion')
     if section is None:
         raise SystemExit(
@@ -131,9 +269,7 @@ def settings_from(cfg, args):
     axes = [a for a in axes if a not in fixed]
     max_span = section.get('max_clip_span')
     if max_span is None:
-        max_span = shortest_video(cfg)
-        log(f'clip length limit: {max_span} frames (shortest of the first '
-            f'{PROBE_VIDEOS} training videos)')
+        max_span = clip_span_limit(cfg, args, seed)
     return Settings(
         start=start_point(section.get('start'), cfg),
         axes=axes,
@@ -144,7 +280,7 @@ def settings_from(cfg, args):
         limits=Limits(max_clip_span=max_span,
                       max_crop=section.get('max_crop')),
         num_classes=num_classes_of(cfg),
-        criterion=section.get('criterion', 'top1'),
+        criterion=args.criterion or section.get('criterion', 'top1'),
         tolerance=section.get('tolerance', 0.05)), fixed
 
 
@@ -157,13 +293,23 @@ def main(argv=None):
     work_dir = args.work_dir or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     os.makedirs(work_dir, exist_ok=True)
+    work_lock = lock_work_dir(work_dir)  # noqa: F841  (held until exit)
+    seed = args.seed if args.seed is not None else int(
+        cfg.get('randomness', {}).get('seed') or 0)
     try:
-        settings, fixed = settings_from(cfg, args)
-    except ValueError as err:
+        settings, fixed = settings_from(cfg, args, seed)
+        section = cfg.expansion
+        ratio = (args.val_ratio if args.val_ratio is not None else
+                 float(section.get('val_ratio', VAL_RATIO)))
+        search_cfg = held_out_config(cfg, work_dir, ratio, seed)
+        sizes = dict(
+            jitter_ratio=section.get('jitter_ratio', PYSLOWFAST_JITTER),
+            test_ratio=section.get('test_ratio', PYSLOWFAST_TEST))
+        fingerprint = search_fingerprint(cfg, settings, sizes, section,
+                                         seed, ratio)
+    except (ValueError, OSError) as err:  # DataError is a ValueError
         raise SystemExit(f'{args.config}: {err}')
-    section = cfg.expansion
-    sizes = dict(jitter_ratio=section.get('jitter_ratio', PYSLOWFAST_JITTER),
-                 test_ratio=section.get('test_ratio', PYSLOWFAST_TEST))
+    train_script = section.get('train_script') or TRAIN_SCRIPT
     if fixed:
         log(f'fixed axes (left out): {", ".join(fixed)}')
 
@@ -190,18 +336,21 @@ def main(argv=None):
         folder = osp.abspath(osp.join(work_dir, 'candidates', cid))
         os.makedirs(folder, exist_ok=True)
         config = osp.join(folder, 'config.py')
-        point_config(cfg, point, **sizes).dump(config)
+        point_config(search_cfg, point, **sizes).dump(config)
         return Job(cid=cid, point=point.to_dict(), config=config,
-                   work_dir=folder, train_script=TRAIN_SCRIPT,
+                   work_dir=folder, train_script=train_script,
                    threads=threads, gpus=gpus,
                    evaluate=section.get('evaluate'), seed=args.seed)
 
     try:
         # The pipelines are checked before any training.
-        point_config(cfg, settings.start, **sizes)
-        search = Search(settings,
-                        SearchState(osp.join(work_dir, 'search_state.json')),
-                        make_job, launcher,
+        point_config(search_cfg, settings.start, **sizes)
+        state = SearchState(osp.join(work_dir, 'search_state.json'),
+                            fingerprint, reuse_results=args.reuse_results)
+        if state.reused:
+            log(f'--reuse-results: keeping the J of {len(state.candidates)}'
+                f' candidate(s) although {"; ".join(state.reused)} changed')
+        search = Search(settings, state, make_job, launcher,
                         lambda p: complexity(p, settings.num_classes), log,
                         retry_failed=args.retry_failed)
         stop_on_sigterm()
@@ -238,6 +387,8 @@ def main(argv=None):
     for name, path in outputs.items():
         log(f'{name:>7}: {path}')
     log(f'time: {elapsed(began)}')
+    if summary['target'] is not None:
+        log(f'target: {summary["target"]["note"]}')
     return summary
 
 

@@ -46,7 +46,9 @@ expansion = dict(
         bottleneck_factor=2.25),
     axes=['fast', 'temporal', 'spatial', 'depth', 'width', 'bottleneck'],
     fixed_axes=[],
-    # None: the shortest training video's frame count (16 here).
+    # None: the shortest training video's frame count, read from every
+    # training video's container header (16 here; --probe-videos N reads
+    # a random sample instead).
     max_clip_span=None,
     # The videos are 48 pixels high; a crop of 64 is the largest that
     # still sees new detail after upscaling.
@@ -56,9 +58,24 @@ expansion = dict(
     # these out and get PySlowFast's 8/7 and 10/7.
     jitter_ratio=(1.0, 7 / 6),
     test_ratio=1.0,
+    # J is the top-1 on this fraction of each class of the training list,
+    # held out of the candidates' training (seeded by randomness.seed or
+    # --seed): 15 of each class's 100 videos here. 0 would measure J on
+    # val_dataloader's list, which the demo shares with its test list, so
+    # the tool refuses it.
+    val_ratio=0.15,
+    # 'top1' keeps the most accurate candidate of a step (the paper's
+    # rule); 'top1_per_doubling' the one with the most top-1 gained per
+    # doubling of C(X).
     criterion='top1',
     target_gflops=None,
+    # How close to target_gflops the final network must be (5%, relative).
+    tolerance=0.05,
     steps=3,
+    # What trains one candidate: tools/train.py (None) or a script with
+    # its command line (CONFIG --work-dir DIR --resume [--seed S]) that
+    # logs MMEngine's scalars.json.
+    train_script=None,
     # The final config trains with the demo's full 12-epoch schedule.
     final_options={
         'train_cfg.max_epochs': 12,

@@ -250,17 +250,10 @@ def test_contraction_lands_within_5_percent_of_the_target(
 
 
 def write_synthetic_config(tmp_path, **expansion):
-    config = tmp_path / 'expand_synthetic.py'
-    settings = dict(start=dict(num_frames=1, sampling_rate=8, crop_size=32,
-                               width_factor=1.0, depth_factor=1.0,
-                               bottleneck_factor=1.0),
-                    max_clip_span=16, max_crop=64,
-                    evaluate='expansion_synthetic:evaluate', **expansion)
-    body = ', '.join(f'{k}={v!r}' for k, v in settings.items())
-    config.write_text(f"_base_ = ['{DEMO}']\nexpansion = dict({body})\n")
-    return config
+    return expansion_synthetic.write_config(tmp_path, DEMO, **expansion)
 
 
+@pytest.mark.slow
 def test_killed_search_continues_without_repeating_a_candidate(tmp_path):
     config = write_synthetic_config(tmp_path, steps=5)
     work = tmp_path / 'work'

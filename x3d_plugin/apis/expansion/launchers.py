@@ -9,7 +9,20 @@ error that stopped it. A job can also name a Python function instead of
 the training (``evaluate='module:function'``, called with the point and the
 work directory, returning metrics): the tests search with a known J that
 way, without training.
+
+A trainer cannot outlive the search: it starts through
+``candidate_guard.py``, which arms the kernel's parent-death signal
+(``PR_SET_PDEATHSIG``) and then becomes the trainer, so a search killed
+even by SIGKILL takes its trainers with it (on Ray, a task cancelled with
+``force=True`` kills the worker, and the worker's trainer follows). The
+guard also locks the candidate (``flock`` on ``<candidate>/train.lock``,
+held by the trainer and its data-loader workers): a second trainer on the
+same candidate does not start. The guard is a separate program rather
+than a ``preexec_fn`` because the local launcher starts trainers from a
+thread pool, where ``preexec_fn`` can deadlock.
 """
+import contextlib
+import fcntl
 import glob
 import importlib
 import json
@@ -24,6 +37,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Set
+
+from . import candidate_guard
+
+GUARD_SCRIPT = candidate_guard.__file__
+LOCK_NAME = 'train.lock'
 
 
 @dataclass
@@ -42,6 +60,7 @@ class Job:
         evaluate: ``'module:function'`` to call instead of training.
         seed: the run's seed (``tools/train.py --seed``), None: the
             config's.
+        env: environment variables of the run (over this process's).
     """
     cid: str
     point: dict
@@ -55,6 +74,8 @@ class Job:
     env: Dict[str, str] = field(default_factory=dict)
 
 
+# How often the Ray launcher looks at STOP while it waits.
+STOP_POLL_S = 0.5
 # Set when this process is asked to stop: no candidate starts after it.
 STOP = threading.Event()
 _CHILDREN: Set[subprocess.Popen] = set()
@@ -62,17 +83,44 @@ _CHILDREN_LOCK = threading.Lock()
 
 
 def stop_on_sigterm() -> None:
-    """On SIGTERM, stop starting candidates and pass the signal on to the
-    running ones; they are recorded as interrupted, not failed, and the
-    next run resumes them from their last checkpoints (``--resume``)."""
+    """On SIGTERM or Ctrl-C (SIGINT), stop starting candidates and stop the
+    running ones: local trainers get SIGTERM (they save and exit), Ray
+    tasks are cancelled by the launcher. They are recorded as interrupted,
+    not failed, and the next run resumes them from their last checkpoints
+    (``--resume``). A second Ctrl-C ends the search at once (its trainers
+    die with it)."""
 
     def handler(signum, frame):
+        if STOP.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         STOP.set()
         with _CHILDREN_LOCK:
             for child in _CHILDREN:
                 child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def candidate_lock(work_dir: str):
+    """Hold ``<work_dir>/train.lock`` (yields False when another process
+    holds it): the in-process ``evaluate`` path's counterpart of the
+    trainer's lock taken by ``candidate_guard.py``."""
+    fd = os.open(osp.join(work_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT,
+                 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def import_function(path: str) -> Callable:
@@ -123,13 +171,32 @@ def _train_command(job: Job) -> List[str]:
     if job.seed is not None:
         args += ['--seed', str(job.seed)]
     if job.gpus > 1:
-        return [
+        command = [
             # --standalone: a free rendezvous port per candidate.
             sys.executable, '-m', 'torch.distributed.run', '--standalone',
             f'--nproc_per_node={job.gpus}',
             job.train_script, *args, '--launcher', 'pytorch'
         ]
-    return [sys.executable, job.train_script, *args]
+        # torchrun passes SIGTERM on to its workers; SIGKILL would leave
+        # them behind.
+        death_signal = 'SIGTERM'
+    else:
+        command = [sys.executable, job.train_script, *args]
+        # Nothing is gained by a graceful stop once the search is dead:
+        # the trainer resumes from its last checkpoint next time.
+        death_signal = 'SIGKILL'
+    return [
+        sys.executable, GUARD_SCRIPT,
+        osp.join(job.work_dir, LOCK_NAME), str(os.getpid()), death_signal,
+        '--', *command
+    ]
+
+
+def _busy(job: Job) -> str:
+    return (f'another process holds {osp.join(job.work_dir, LOCK_NAME)}: '
+            'a trainer of this candidate is still running (a second search '
+            'on the same work directory?); stop it or wait for it, then '
+            'run the search again')
 
 
 def run_job(job: Job) -> dict:
@@ -145,11 +212,15 @@ def run_job(job: Job) -> dict:
     if STOP.is_set():
         return dict(result, interrupted=True)
     if job.evaluate:
-        try:
-            metrics = import_function(job.evaluate)(job.point, job.work_dir)
-        except Exception as err:  # a failed candidate is data, not a crash
-            return dict(result, error=f'{type(err).__name__}: {err}',
-                        wall_s=time.time() - start)
+        with candidate_lock(job.work_dir) as locked:
+            if not locked:
+                return dict(result, busy=_busy(job))
+            try:
+                metrics = import_function(job.evaluate)(job.point,
+                                                        job.work_dir)
+            except Exception as err:  # a failed candidate is data
+                return dict(result, error=f'{type(err).__name__}: {err}',
+                            wall_s=time.time() - start)
         return dict(result, metrics=metrics, wall_s=time.time() - start)
     env = dict(os.environ, **job.env)
     threads = str(max(1, job.threads))
@@ -168,6 +239,8 @@ def run_job(job: Job) -> dict:
                   checkpoint=_last_checkpoint(job.work_dir))
     if STOP.is_set():
         return dict(result, interrupted=True)
+    if code == candidate_guard.BUSY:
+        return dict(result, busy=_busy(job))
     if code != 0:
         return dict(result, error=f'training exited with code {code}; last '
                     f'lines of {log}:\n{_tail(log)}')
@@ -266,6 +339,9 @@ class RayLauncher:
     def run(self, jobs: List[Job],
             on_progress: Optional[Callable[[Dict[str, str]], None]] = None,
             interval: float = 30.0) -> Iterable[dict]:
+        """Yield each job's result as it finishes; once :data:`STOP` is
+        set, cancel the running tasks (``force=True``: the worker and its
+        trainer are killed) and yield them as interrupted."""
         ray = self.ray
         remote = ray.remote(run_job)
         refs = {
@@ -274,11 +350,30 @@ class RayLauncher:
             for job in jobs
         }
         pending = list(refs)
+        last_progress = time.time()
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=interval)
+            if STOP.is_set():
+                yield from self._cancel(pending, refs)
+                return
+            done, pending = ray.wait(pending, num_returns=1,
+                                     timeout=STOP_POLL_S)
             for ref in done:
                 yield ray.get(ref)
-            if not done and on_progress:
+            if (on_progress and pending
+                    and time.time() - last_progress >= interval):
+                last_progress = time.time()
                 on_progress({refs[r].cid: progress(refs[r])
                              for r in pending})
 
+    def _cancel(self, pending, refs) -> Iterable[dict]:
+        ray = self.ray
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        # Wait until Ray has ended them: a finished one is still a result.
+        ray.wait(pending, num_returns=len(pending), timeout=60)
+        for ref in pending:
+            try:
+                result = ray.get(ref, timeout=0)
+            except Exception:  # cancelled: TaskCancelledError & co.
+                result = dict(cid=refs[ref].cid, interrupted=True)
+            yield result

@@ -7,7 +7,7 @@ import json
 import os.path as osp
 from typing import Dict, List
 
-from .search import table
+from .search import PER_DOUBLING, table
 from .space import Point
 
 
@@ -28,6 +28,10 @@ def write_path(summary: dict, work_dir: str) -> str:
         max_steps=settings.max_steps,
         axes=list(settings.axes),
         criterion=settings.criterion,
+        tolerance=settings.tolerance,
+        # None without a target; else how the final network stands
+        # against it (within the tolerance, above it, the miss).
+        target=summary.get('target'),
         path=[_summary_record(r) for r in summary['path']],
         final=_summary_record(summary['final']),
         failed=[dict(cid=r['cid'], error=r['error'])
@@ -48,12 +52,16 @@ def steps_markdown(summary: dict) -> str:
             lines.append(f'- {axis} left out: {reason}')
         if step['skipped']:
             lines.append('')
-        lines.append(table(step['candidates'], step['chosen']))
+        lines.append(table(step['candidates'], step['chosen'],
+                           summary['candidates'].get(step['start'])))
         lines.append('')
     final = summary['final']
     lines.append(f'final: {final["cid"]}, '
                  f'{Point.from_dict(final["point"]).describe()}, '
                  f'{final["gflops"]:.4f} GFLOPs, J={final["J"]:.2f}')
+    if summary.get('target'):
+        lines.append('')
+        lines.append(f'target: {summary["target"]["note"]}')
     return '\n'.join(lines) + '\n'
 
 
@@ -82,8 +90,8 @@ def plot(summary: dict, out: str) -> str:
         ax.axvline(target, color='grey', ls='--', lw=0.8, label='target')
     ax.set_xscale('log')
     ax.set_xlabel('GFLOPs per clip (training input)')
-    ax.set_ylabel('J (validation top-1, %)'
-                  if summary['settings'].criterion == 'top1' else 'J')
+    top1_j = summary['settings'].criterion in ('top1', PER_DOUBLING)
+    ax.set_ylabel('J (held-out top-1, %)' if top1_j else 'J')
     ax.set_title('X3D expansion: every candidate, and the kept path')
     ax.legend(fontsize=7)
     fig.tight_layout()
