@@ -27,8 +27,10 @@ val_dataloader = dict(num_workers=1, persistent_workers=False)
 test_dataloader = dict(num_workers=1, persistent_workers=False)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=proxy_epochs, max_keep_ckpts=1))
-custom_hooks = [dict(type='x3d_plugin.SkippedVideosHook')]
+    checkpoint=dict(interval=proxy_epochs, max_keep_ckpts=1),
+    # No precise BN in the proxy runs (the demo's hook runs every 4th
+    # epoch; the final config below has it).
+    precise_bn=None)
 
 expansion = dict(
     # The paper starts from X2D: one frame at 112², every factor 1. Here
@@ -91,9 +93,7 @@ expansion = dict(
         ],
         'default_hooks.checkpoint.interval': 4,
         'default_hooks.checkpoint.max_keep_ckpts': 2,
-        'custom_hooks': [
-            dict(type='x3d_plugin.PreciseBNHook', num_iters=10, interval=4),
-            dict(type='x3d_plugin.SkippedVideosHook'),
-        ],
+        'default_hooks.precise_bn': dict(
+            type='x3d_plugin.PreciseBNHook', num_iters=10, interval=4),
     },
 )

@@ -8,11 +8,12 @@ a network selected on the data it is tested on would report a biased
 score.
 """
 import hashlib
-import os
 import os.path as osp
 import random
 from collections import defaultdict
 from typing import Dict, Iterable, List, Optional, Tuple
+
+from x3d_plugin.utils.fileio import write_file_atomically
 
 
 class DataError(ValueError):
@@ -73,11 +74,7 @@ def split_held_out(lines: List[str], ratio: float,
 
 def write_lines(path: str, lines: Iterable[str]) -> str:
     """Write ``lines`` to ``path`` (atomically); return the path."""
-    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.writelines(f'{line}\n' for line in lines)
-    os.replace(tmp, path)
+    write_file_atomically(''.join(f'{line}\n' for line in lines), path)
     return path
 
 

@@ -38,6 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Set
 
+from x3d_plugin.utils.fileio import read_last_checkpoint
 from . import candidate_guard
 
 GUARD_SCRIPT = candidate_guard.__file__
@@ -150,14 +151,6 @@ def latest_val_metrics(work_dir: str) -> Optional[Dict[str, float]]:
     return found
 
 
-def _last_checkpoint(work_dir: str) -> Optional[str]:
-    path = osp.join(work_dir, 'last_checkpoint')
-    if osp.exists(path):
-        with open(path, encoding='utf-8') as f:
-            return f.read().strip() or None
-    return None
-
-
 def _tail(path: str, lines: int = 15) -> str:
     try:
         with open(path, encoding='utf-8', errors='replace') as f:
@@ -236,7 +229,7 @@ def run_job(job: Job) -> dict:
             with _CHILDREN_LOCK:
                 _CHILDREN.discard(child)
     result.update(wall_s=time.time() - start,
-                  checkpoint=_last_checkpoint(job.work_dir))
+                  checkpoint=read_last_checkpoint(job.work_dir) or None)
     if STOP.is_set():
         return dict(result, interrupted=True)
     if code == candidate_guard.BUSY:

@@ -27,12 +27,12 @@ one with another fingerprint is refused unless told to reuse.
 import hashlib
 import json
 import math
-import os
 import os.path as osp
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from x3d_plugin.utils.fileio import write_file_atomically
 from .launchers import Job, import_function
 from .space import AXES, Limits, Point, contractions, expand, why_not
 
@@ -214,15 +214,10 @@ class SearchState:
             self.save()  # the next run is the same search as this one
 
     def save(self) -> None:
-        tmp = f'{self.path}.tmp'
         data = {'candidates': self.candidates}
         if self.fingerprint is not None:
             data['fingerprint'] = self.fingerprint
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_file_atomically(json.dumps(data, indent=1), self.path)
 
 
 def _cell(value, fmt):
