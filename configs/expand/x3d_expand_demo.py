@@ -93,7 +93,9 @@ expansion = dict(
         ],
         'default_hooks.checkpoint.interval': 4,
         'default_hooks.checkpoint.max_keep_ckpts': 2,
+        # The proxy runs set it to None: _delete_ replaces that.
         'default_hooks.precise_bn': dict(
-            type='x3d_plugin.PreciseBNHook', num_iters=10, interval=4),
+            _delete_=True, type='x3d_plugin.PreciseBNHook', num_iters=10,
+            interval=4),
     },
 )
