@@ -7,8 +7,8 @@ backbone and head as one ``forward(clips) -> logits`` over normalised
 convolution before it, contiguous memory and PyTorch's own convolutions
 (the channelwise operator of :mod:`x3d_plugin.ops` records a standard
 ``conv3d`` when traced): every exporter sees standard operators only; swish
-is ``x * sigmoid(x)`` in ONNX and OpenVINO's ``Swish``. Softmax and the
-averaging of the test views stay with the caller
+is ``Sigmoid`` and ``Mul``. OpenVINO IR is converted from the ONNX graph.
+Softmax and the averaging of the test views stay with the caller
 (:class:`x3d_plugin.apis.engines.EngineRecognizer`).
 
 The batch dimension of every exported file is dynamic; the clip length and
@@ -113,10 +113,6 @@ def format_of(path: str, fmt: Optional[str] = None) -> str:
     return SUFFIXES.get(osp.splitext(path)[1].lower(), 'torchscript')
 
 
-def _dynamic_batch_shape(example: torch.Tensor):
-    return [-1] + list(example.shape[1:])
-
-
 def write_torchscript(net: nn.Module, example: torch.Tensor,
                       path: str) -> None:
     """Trace ``net`` on ``example`` and save it to ``path``."""
@@ -137,15 +133,16 @@ def write_onnx(net: nn.Module, example: torch.Tensor, path: str,
                       dynamo=False)
 
 
-def openvino_model(net: nn.Module, example: torch.Tensor):
-    """``net`` converted to an in-memory OpenVINO model (dynamic batch)."""
+def openvino_model(net: nn.Module, example: torch.Tensor, opset: int = 17):
+    """``net`` converted to an in-memory OpenVINO model (dynamic batch),
+    through ONNX: the ONNX graph of :func:`write_onnx` read by OpenVINO's
+    ONNX frontend (one exporter for both formats, and about twice as fast
+    as OpenVINO's PyTorch frontend on X3D)."""
     ov = require('openvino', 'OpenVINO conversion')
-    with torch.no_grad():
-        model = ov.convert_model(
-            net, example_input=example,
-            input=[ov.PartialShape(_dynamic_batch_shape(example))])
-    model.inputs[0].get_tensor().set_names({'clips'})
-    model.outputs[0].get_tensor().set_names({'logits'})
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        path = osp.join(tmp_dir, 'model.onnx')
+        write_onnx(net, example, path, opset)
+        model = ov.convert_model(path)
     return model
 
 
@@ -158,9 +155,10 @@ def save_openvino(model, path: str) -> None:
     ov.save_model(model, path, compress_to_fp16=False)
 
 
-def write_openvino(net: nn.Module, example: torch.Tensor, path: str) -> None:
+def write_openvino(net: nn.Module, example: torch.Tensor, path: str,
+                   opset: int = 17) -> None:
     """Convert ``net`` to OpenVINO IR at ``path`` (float32 weights)."""
-    save_openvino(openvino_model(net, example), path)
+    save_openvino(openvino_model(net, example, opset), path)
 
 
 def _move_file(src: str, dst: str, fmt: str) -> None:
@@ -176,7 +174,7 @@ def _write(net, example, path, fmt, opset):
     elif fmt == 'onnx':
         write_onnx(net, example, path, opset)
     else:
-        write_openvino(net, example, path)
+        write_openvino(net, example, path, opset)
 
 
 def export_checked(net: nn.Module,
@@ -347,7 +345,8 @@ def export_int8(net: nn.Module, example: torch.Tensor, path: str, fmt: str,
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp_dir:
         tmp = osp.join(tmp_dir, 'model' + osp.splitext(path)[1])
         if fmt == 'openvino':
-            quantize_openvino(openvino_model(net, example), clips, tmp)
+            quantize_openvino(openvino_model(net, example, opset), clips,
+                              tmp)
         else:
             float_path = osp.join(tmp_dir, 'float.onnx')
             write_onnx(net, example, float_path, opset)
