@@ -185,3 +185,27 @@ def test_errors_are_one_line(tiny, ir):
                root / 'x.ts', '--int8')
     assert proc.returncode == 1 and 'OpenVINO IR (.xml) or ONNX' in \
         proc.stderr
+
+
+def test_engine_benchmark_rows(capsys):
+    """The engine benchmark runs end to end (its speeds are not asserted:
+    they belong in the docs); every float32 row gives the float64
+    reference's logits within 1e-4."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'engine_speed', ROOT / 'tools' / 'benchmark' / 'engine_speed.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(['--archs', 'xs', '--batches', '1', '--rounds', '1',
+                        '--warmup', '1', '--no-compile', '--no-int8'])
+    names = [row[2] for row in rows]
+    assert names[:2] == ['PyTorch eager', 'PyTorch eager, BN folded']
+    assert 'ONNX Runtime' in names and 'OpenVINO f32 (auto)' in names
+    for _, batch, name, precision, ms, speedup, error in rows:
+        assert batch == 1 and ms > 0 and speedup > 0
+        if precision == 'f32':
+            assert error < 1e-4, name
+    assert rows[0][5] == 1.0
+    out = capsys.readouterr().out
+    assert out.startswith('CPU: ') and '| X3D-XS | 1 | OpenVINO f32 (auto) |' \
+        in out

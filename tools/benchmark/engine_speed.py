@@ -115,7 +115,8 @@ def build_runners(arch, batch, args, tmp_dir):
             runners['OpenVINO bf16'] = ('openvino', 'bf16',
                                         OpenVINOEngine(path, 'bf16',
                                                        threads))
-        if args.int8:
+        if args.int8 and any(v.startswith('nncf ')
+                             for v in package_versions()):
             q = os.path.join(tmp_dir, f'{arch}_int8.xml')
             export_int8(net, example, q, 'openvino', calibration)
             runners['OpenVINO int8'] = ('openvino', 'int8',
@@ -123,6 +124,18 @@ def build_runners(arch, batch, args, tmp_dir):
     with torch.no_grad():
         reference = net.double()
     return runners, reference, (batch, 3, frames, crop, crop)
+
+
+def package_versions():
+    """'name version' of the engine packages that are installed."""
+    import importlib.metadata as md
+    found = []
+    for name in ('onnxruntime', 'openvino', 'nncf'):
+        try:
+            found.append(f'{name} {md.version(name)}')
+        except md.PackageNotFoundError:
+            pass
+    return found
 
 
 def auto_engine():
@@ -181,10 +194,7 @@ def main(argv=None):
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    import importlib.metadata as md
-    versions = ', '.join(
-        f'{p} {md.version(p)}' for p in ('onnxruntime', 'openvino', 'nncf')
-        if p in ('nncf', ) or p in installed_engines())
+    versions = ', '.join(package_versions())
     load = os.getloadavg()
     print(f'{describe_machine()}; {versions}')
     print(f'load average at start: {load[0]:.2f} {load[1]:.2f} '
@@ -194,15 +204,19 @@ def main(argv=None):
     print('| model | batch | engine | precision | ms / batch | x eager | '
           'logit error |')
     print('| --- | --- | --- | --- | --- | --- | --- |')
+    rows = []
     for arch in args.archs:
         for batch in args.batches:
-            for row in measure(arch, batch, args):
+            new = measure(arch, batch, args)
+            rows += new
+            for row in new:
                 model, b, name, precision, ms, speedup, err = row
                 print(f'| {model} | {b} | {name} | {precision} | {ms:.1f} | '
                       f'{speedup:.2f} | {err:.1e} |', flush=True)
     load = os.getloadavg()
     print()
     print(f'load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}')
+    return rows
 
 
 if __name__ == '__main__':

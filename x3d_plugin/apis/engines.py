@@ -26,7 +26,6 @@ backbone and head, so the config's test pipeline, data preprocessor, view
 averaging and metrics run as they do for the PyTorch model
 (``tools/test.py --engine``, ``tools/infer.py --engine``).
 """
-import os
 import os.path as osp
 import zipfile
 from typing import Dict, Optional, Tuple

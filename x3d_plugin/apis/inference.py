@@ -54,6 +54,10 @@ def init_recognizer(config: Union[str, Config],
     if engine is not None:
         if checkpoint is None:
             raise InferenceError(f'the {engine} engine needs a model file')
+        if fuse_conv_bn:
+            raise InferenceError('fuse_conv_bn is for the PyTorch '
+                                 'recognizer; on an engine BN is folded '
+                                 'already')
         from .engines import EngineRecognizer, view_shape
         model = EngineRecognizer(cfg.model, checkpoint, engine, precision,
                                  clip_shape=view_shape(cfg))
