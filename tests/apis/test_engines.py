@@ -77,6 +77,7 @@ def pytorch_logits(recognizer, views):
 
 @pytest.mark.parametrize('kind, engine', [
     ('torchscript', 'pytorch'),
+    ('torchscript', 'openvino'),
     ('onnx', 'onnxruntime'),
     ('onnx', 'openvino'),
     ('openvino', 'openvino'),
