@@ -10,6 +10,8 @@ Examples::
         --checkpoint x3d_m_k400.pth --label-map configs/label_map_k400.txt
     python tools/infer.py long.mp4 --config C --checkpoint W --timeline \\
         --out long.json
+    python tools/infer.py video.mp4 --config C --checkpoint x3d_m.xml \\
+        --engine openvino      # a model from tools/deployment/export.py
 """
 import argparse
 import json
@@ -19,6 +21,7 @@ import sys
 from x3d_plugin.apis import (InferenceError, init_recognizer,
                              plot_timeline, predict_timeline, predict_video,
                              read_label_map)
+from x3d_plugin.apis.engines import ENGINES, PRECISIONS
 from x3d_plugin.utils.malloc import keep_freed_memory
 
 
@@ -26,13 +29,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('video', help='the video file')
     parser.add_argument('--config', required=True, help='model config')
-    parser.add_argument('--checkpoint', required=True, help='weights')
+    parser.add_argument('--checkpoint', required=True,
+                        help='weights; with --engine also a model file '
+                        'from tools/deployment/export.py')
     parser.add_argument('--label-map', help='class names, one a line')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument('--topk', type=int, default=5)
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='fold BN into the convolutions (same scores, '
                         'faster)')
+    parser.add_argument('--engine', choices=ENGINES + ('auto', ),
+                        help='run backbone and head on this CPU engine '
+                        '(auto: the fastest installed float32 one); '
+                        'default: the PyTorch recognizer')
+    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
+                        help='with --engine: f32, or bf16 where the engine '
+                        'and CPU have it')
     parser.add_argument('--out', help='write the result as JSON here')
     parser.add_argument('--timeline', action='store_true',
                         help='per-window predictions over the video')
@@ -50,8 +62,13 @@ def main(argv=None):
     # memory in the process (x3d_plugin/utils/malloc.py).
     keep_freed_memory()
     try:
+        if args.engine and args.device != 'cpu':
+            raise InferenceError('--engine runs on the CPU; leave out '
+                                 '--device')
         model = init_recognizer(args.config, args.checkpoint, args.device,
-                                fuse_conv_bn=args.fuse_conv_bn)
+                                fuse_conv_bn=args.fuse_conv_bn,
+                                engine=args.engine,
+                                precision=args.precision)
         names = (read_label_map(args.label_map, model.cls_head.num_classes)
                  if args.label_map else None)
         if args.timeline:

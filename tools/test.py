@@ -3,6 +3,7 @@
 Example::
 
     python tools/test.py configs/x3d_m_k400.py x3d_m_k400.pth --dump out.pkl
+    python tools/test.py configs/x3d_m_k400.py x3d_m.xml --engine openvino
 
 A wrong config, a damaged checkpoint or a video that cannot be decoded ends
 the run with one line, ``error: ...``, naming it and the fix (exit 1).
@@ -13,7 +14,9 @@ import os.path as osp
 import x3d_plugin  # noqa: F401  (stack shims before MMEngine runs)
 from mmengine.config import Config
 
+from x3d_plugin.apis import InferenceError
 from x3d_plugin.apis.config_check import check_config
+from x3d_plugin.apis.engines import ENGINES, PRECISIONS, view_shape
 from x3d_plugin.apis.runner_args import (apply_runner_args, build_runner,
                                          errors_as_one_line,
                                          parse_runner_args, runner_parser)
@@ -24,7 +27,8 @@ from x3d_plugin.utils.malloc import keep_freed_memory
 def parse_args(argv=None):
     parser = runner_parser('Test an X3D recognizer', 'where the test log goes',
                            'test_dataloader.batch_size=1')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file; with --engine '
+                        'also a model file from tools/deployment/export.py')
     parser.add_argument(
         '--dump',
         help='write per-video predictions (scores, labels) to this .pkl')
@@ -33,6 +37,15 @@ def parse_args(argv=None):
         action='store_true',
         help='fold BN into the convolutions before testing (same scores, '
         'faster)')
+    parser.add_argument(
+        '--engine',
+        choices=ENGINES + ('auto', ),
+        help='run backbone and head on this CPU engine (auto: the fastest '
+        'installed float32 one) with the config\'s test pipeline and '
+        'metrics; default: the PyTorch recognizer')
+    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
+                        help='with --engine: f32, or bf16 where the engine '
+                        'and CPU have it')
     return parse_runner_args(parser, argv)
 
 
@@ -55,6 +68,20 @@ def merge_args(cfg, args):
     return cfg
 
 
+def use_engine(cfg, args):
+    """The config's model on ``args.engine`` (checked config first: the
+    engine's model keeps the recognizer's parts that testing uses)."""
+    if args.fuse_conv_bn:
+        raise SystemExit('--fuse-conv-bn is for the PyTorch recognizer; '
+                         'an exported model has BN folded already')
+    cfg.model = dict(type='x3d_plugin.EngineRecognizer', recognizer=cfg.model,
+                     model_file=args.checkpoint, engine=args.engine,
+                     precision=args.precision,
+                     clip_shape=view_shape(cfg))
+    cfg.load_from = None
+    return cfg
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Large tensors are freed and allocated again every step: keep the
@@ -65,8 +92,13 @@ def main(argv=None):
         # Before the runner: a wrong config stops here, with every problem
         # listed and no work directory made.
         check_config(cfg, mode='test')
-        runner = build_runner(cfg)
-        metrics = runner.test()
+        try:
+            if args.engine:
+                cfg = use_engine(cfg, args)
+            runner = build_runner(cfg)
+            metrics = runner.test()
+        except InferenceError as err:  # a model file or engine
+            raise SystemExit(f'error: {err}') from None
     if runner.rank == 0:
         print('Test result: ' + json.dumps(
             {k: round(float(v), 4) for k, v in metrics.items()}), flush=True)

@@ -30,11 +30,20 @@ class InferenceError(ValueError):
 def init_recognizer(config: Union[str, Config],
                     checkpoint: Optional[str] = None,
                     device: str = 'cpu',
-                    fuse_conv_bn: bool = False) -> nn.Module:
+                    fuse_conv_bn: bool = False,
+                    engine: Optional[str] = None,
+                    precision: str = 'f32') -> nn.Module:
     """Build the recognizer of ``config`` and load ``checkpoint`` strictly
     (every tensor must fit, else an error lists what does not). With
     ``fuse_conv_bn`` the BN layers are folded into the convolutions (same
     outputs, faster; see :func:`x3d_plugin.models.fuse_conv_bn`).
+
+    With ``engine`` (``pytorch``, ``onnxruntime``, ``openvino`` or
+    ``auto``) ``checkpoint`` is a model file exported by
+    ``tools/deployment/export.py`` (or a checkpoint, converted in memory)
+    and the backbone and head run on that engine at ``precision``
+    (:class:`x3d_plugin.apis.engines.EngineRecognizer`); the config's test
+    pipeline and view averaging stay as they are.
 
     Raises:
         InferenceError: for a checkpoint that is missing, truncated or
@@ -42,6 +51,18 @@ def init_recognizer(config: Union[str, Config],
     """
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     init_default_scope(cfg.get('default_scope', 'mmaction'))
+    if engine is not None:
+        if checkpoint is None:
+            raise InferenceError(f'the {engine} engine needs a model file')
+        if fuse_conv_bn:
+            raise InferenceError('fuse_conv_bn is for the PyTorch '
+                                 'recognizer; on an engine BN is folded '
+                                 'already')
+        from .engines import EngineRecognizer, view_shape
+        model = EngineRecognizer(cfg.model, checkpoint, engine, precision,
+                                 clip_shape=view_shape(cfg))
+        model.cfg = cfg
+        return model.eval()
     from mmaction.registry import MODELS
     model_cfg = cfg.model.copy()
     model_cfg.backbone.pop('init_cfg', None)
