@@ -183,3 +183,16 @@ def test_errors_name_the_problem():
         ContinualX3D(backbone, head, 4, 4).step(torch.randn(1, 3, 2, 8, 8))
     with pytest.raises(ValueError, match='last stage'):
         ContinualX3D(X3D(arch='xs', out_indices=(2, 3)), head, 4, 4)
+
+
+def test_folded_bn_gives_the_same_steps(one_thread):
+    from x3d_plugin.models import fuse_conv_bn
+    backbone, head = random_model('xs')
+    net = ContinualX3D(backbone, head, 3, 3)
+    folded = torch.nn.ModuleDict(dict(backbone=backbone, head=head)).eval()
+    fuse_conv_bn(folded)
+    assert isinstance(backbone.stem.bn, torch.nn.Identity)
+    net_folded = ContinualX3D(backbone, head, 3, 3)
+    clip = torch.randn(1, 3, 10, 32, 32)
+    torch.testing.assert_close(net_folded(clip), net(clip), atol=1e-4,
+                               rtol=0)
