@@ -108,3 +108,20 @@ def test_accuracy_tool_matches_both_modes(demo_set, one_thread, tmp_path):
         [r['clip_top1'] == y for r, y in zip(result['per_video'], labels)]))
     with pytest.raises(SystemExit, match='does not exist'):
         tool.main([DEMO, checkpoint, '--ann-file', str(tmp_path / 'no.txt')])
+
+
+def test_speed_benchmark_table(capsys):
+    tool = load_tool('tools/benchmark/continual_speed.py')
+    threads = torch.get_num_threads()
+    try:
+        rows = tool.main(['--archs', 'xs', '--threads', '1', '--repeats',
+                          '1'])
+    finally:
+        torch.set_num_threads(threads)
+    (row, ) = rows
+    assert row['clip_gflops'] == pytest.approx(0.605, abs=1e-3)
+    # One frame of XS's four, plus the pooled layers once.
+    assert row['step_gflops'] == pytest.approx(0.1527, abs=1e-4)
+    assert row['clip_ms'] > 0 and row['step_ms'] > 0
+    printed = capsys.readouterr().out
+    assert '| X3D-XS | 4x160² | 1 |' in printed and 'load average' in printed
