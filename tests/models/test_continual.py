@@ -93,12 +93,23 @@ def test_state_carries_over_calls_and_reset_starts_afresh(one_thread):
 
 
 def test_continual_network_is_a_copy():
+    """The continual network works on copies, unpadded in time."""
     backbone, head = random_model('xs')
     net = ContinualX3D(backbone, head, 4, 4)
     assert backbone.stem.conv_t.padding == (2, 0, 0)
     assert net.backbone.stem.conv_t.padding == (0, 0, 0)
     assert net.backbone.layer1[0].conv2.padding == (0, 1, 1)
     assert net.backbone.stem.conv_t.weight is not backbone.stem.conv_t.weight
+    # One-frame kernels run on one frame as 2D convolutions: still Conv3d
+    # modules (counted by paper_flops), the original ones untouched.
+    assert type(backbone.layer1[0].conv1) is torch.nn.Conv3d
+    pointwise = net.backbone.layer1[0].conv1
+    assert isinstance(pointwise, torch.nn.Conv3d)
+    assert type(pointwise) is not torch.nn.Conv3d
+    x = torch.randn(2, 24, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pointwise(x[:, :, 1:2]),
+                                   backbone.layer1[0].conv1(x)[:, :, 1:2])
 
 
 def test_unpadded_backbone_shapes(one_thread):

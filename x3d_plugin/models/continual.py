@@ -43,6 +43,23 @@ from .backbones.x3d import X3D, X3DBlock, swish
 from .heads.x3d_head import X3DHead
 
 
+class _FrameConv3d(nn.Conv3d):
+    """An ``nn.Conv3d`` with a kernel one frame long and no temporal
+    padding, run on one frame as the 2D convolution it is there: PyTorch's
+    CPU ``conv3d`` takes its slow reference path on a one-frame input, and
+    ``conv2d`` does too with a weight sliced from a channels-last-3d one
+    (hence the small copy)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] != 1:
+            return super().forward(x)
+        weight = self.weight[:, :, 0].contiguous(
+            memory_format=torch.channels_last)
+        return F.conv2d(x[:, :, 0], weight, self.bias,
+                        self.stride[1:], self.padding[1:],
+                        self.dilation[1:], self.groups).unsqueeze(2)
+
+
 class ContinualX3D(nn.Module):
     """The continual (frame-by-frame) form of an X3D backbone and head.
 
@@ -100,6 +117,12 @@ class ContinualX3D(nn.Module):
                                  'and dilation 1 (X3D has them), got '
                                  f'{conv.stride} / {conv.dilation}')
             conv.padding = (0, ) + tuple(conv.padding[1:])
+        for module in list(self.backbone.modules()) + list(
+                self.head.modules()):
+            if (type(module) is nn.Conv3d and module.kernel_size[0] == 1
+                    and module.padding[0] == 0
+                    and module.padding_mode == 'zeros'):
+                module.__class__ = _FrameConv3d
         self.reset()
 
     @property
