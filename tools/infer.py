@@ -2,7 +2,9 @@
 
 Runs the config's test views (clips x crops) with the same averaging as
 testing and prints the top-k classes; ``--timeline`` slides a one-clip window
-over the video and writes per-window predictions (JSON) and a plot (PNG).
+over the video and writes per-window predictions (JSON) and a plot (PNG);
+``--continual`` predicts after every sampled frame with continual X3D
+(each frame computed once).
 
 Examples::
 
@@ -12,6 +14,8 @@ Examples::
         --out long.json
     python tools/infer.py video.mp4 --config C --checkpoint x3d_m.xml \\
         --engine openvino      # a model from tools/deployment/export.py
+    python tools/infer.py long.mp4 --config C --checkpoint W --continual \\
+        --out frames.json
 """
 import argparse
 import json
@@ -53,6 +57,12 @@ def parse_args(argv=None):
                         'one window length)')
     parser.add_argument('--plot', help='timeline PNG (default: next to '
                         '--out, or VIDEO_NAME_timeline.png)')
+    parser.add_argument('--continual', action='store_true',
+                        help='per-frame top-k with continual X3D (frames '
+                        'every frame_interval of the config)')
+    parser.add_argument('--window', type=int,
+                        help='frames the continual SE blocks and head '
+                        'average over (default: the config\'s clip_len)')
     return parser.parse_args(argv)
 
 
@@ -65,13 +75,18 @@ def main(argv=None):
         if args.engine and args.device != 'cpu':
             raise InferenceError('--engine runs on the CPU; leave out '
                                  '--device')
+        if args.engine and args.continual:
+            raise InferenceError('--continual steps the PyTorch model frame '
+                                 'by frame; leave out --engine')
         model = init_recognizer(args.config, args.checkpoint, args.device,
                                 fuse_conv_bn=args.fuse_conv_bn,
                                 engine=args.engine,
                                 precision=args.precision)
         names = (read_label_map(args.label_map, model.cls_head.num_classes)
                  if args.label_map else None)
-        if args.timeline:
+        if args.continual:
+            result = _continual(model, args, names)
+        elif args.timeline:
             windows = predict_timeline(model, args.video, args.stride, names)
             plot = args.plot or osp.splitext(
                 args.out or osp.basename(args.video))[0] + '_timeline.png'
@@ -95,6 +110,20 @@ def main(argv=None):
             json.dump(result, f, indent=2)
         print(f'written: {args.out}')
     return result
+
+
+def _continual(model, args, names):
+    from x3d_plugin.apis import predict_continual
+    from x3d_plugin.models import continual_from_recognizer
+    net = continual_from_recognizer(model, args.window, args.window)
+    pred = predict_continual(model, args.video, net, args.topk, names)
+    for f in pred['frames']:
+        top = '  '.join(f"{t['label']} {t['score']:.3f}" for t in f['topk'])
+        print(f"{f['time']:7.2f} s  frame {f['frame']:<6d} {top}")
+    print(f"outputs from sampled frame {pred['warmup_frames']} on no longer "
+          'depend on the initial state')
+    return dict(video=args.video, warmup_frames=pred['warmup_frames'],
+                frames=pred['frames'])
 
 
 if __name__ == '__main__':

@@ -60,18 +60,42 @@ class SqueezeExcitation(nn.Module):
         channels (int): Channels of the input.
         ratio (float): Hidden width as a fraction of ``channels``; the hidden
             width is rounded to a multiple of 8 (at least 8).
+        window (int, optional): None pools over the whole clip (X3D). An
+            integer ``k`` scales each frame from the mean over the ``k``
+            frames up to and including it (fewer at the start of the
+            clip), which is what continual inference computes
+            (:mod:`x3d_plugin.models.continual`). Defaults to None.
     """
 
-    def __init__(self, channels: int, ratio: float = SE_RATIO) -> None:
+    def __init__(self,
+                 channels: int,
+                 ratio: float = SE_RATIO,
+                 window: Optional[int] = None) -> None:
         super().__init__()
+        self.window = window
         hidden = round_width(channels, ratio)
         self.fc1 = nn.Conv3d(channels, hidden, kernel_size=1, bias=True)
         self.fc2 = nn.Conv3d(hidden, channels, kernel_size=1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = x.mean(dim=(2, 3, 4), keepdim=True)
+        if self.window is None:
+            scale = x.mean(dim=(2, 3, 4), keepdim=True)
+        else:
+            scale = causal_window_mean(x.mean(dim=(3, 4)), self.window)
+            scale = scale[..., None, None]
         scale = torch.sigmoid(self.fc2(F.relu(self.fc1(scale))))
         return x * scale
+
+
+def causal_window_mean(x: Tensor, window: int) -> Tensor:
+    """Mean over the last ``window`` steps of ``x`` (``N x C x T``) up to
+    and including each step; the first ``window - 1`` steps average the
+    steps there are."""
+    steps = x.shape[-1]
+    sums = F.avg_pool1d(
+        F.pad(x, (window - 1, 0)), window, stride=1) * window
+    counts = torch.arange(1, steps + 1, device=x.device).clamp(max=window)
+    return sums / counts.to(x.dtype)
 
 
 class X3DBlock(nn.Module):
@@ -90,6 +114,11 @@ class X3DBlock(nn.Module):
         norm_cfg (dict): Normalisation layer config.
         with_cp (bool): Recompute the block in backward instead of keeping
             its activations.
+        temporal_padding (bool): Zero-pad the channelwise conv in time
+            (X3D). Without it the block gives 2 frames fewer than it gets,
+            and the shortcut keeps the frames at the kernel's centres.
+        se_window (int, optional): Temporal window of the SE pooling (see
+            :class:`SqueezeExcitation`).
     """
 
     def __init__(self,
@@ -100,10 +129,14 @@ class X3DBlock(nn.Module):
                  spatial_dilation: int = 1,
                  use_se: bool = False,
                  norm_cfg: Optional[Dict] = None,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False,
+                 temporal_padding: bool = True,
+                 se_window: Optional[int] = None) -> None:
         super().__init__()
         norm_cfg = norm_cfg or dict(type='BN3d')
         self.with_cp = with_cp
+        # Frames the unpadded channelwise conv loses at each end.
+        self.temporal_crop = 0 if temporal_padding else 1
         self.conv1 = nn.Conv3d(
             in_channels, inner_channels, kernel_size=1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, inner_channels)[1]
@@ -111,10 +144,12 @@ class X3DBlock(nn.Module):
             inner_channels,
             kernel_size=3,
             stride=(1, spatial_stride, spatial_stride),
-            padding=(1, spatial_dilation, spatial_dilation),
+            padding=(1 - self.temporal_crop, spatial_dilation,
+                     spatial_dilation),
             dilation=(1, spatial_dilation, spatial_dilation))
         self.bn2 = build_norm_layer(norm_cfg, inner_channels)[1]
-        self.se = SqueezeExcitation(inner_channels) if use_se else None
+        self.se = SqueezeExcitation(
+            inner_channels, window=se_window) if use_se else None
         self.conv3 = nn.Conv3d(
             inner_channels, out_channels, kernel_size=1, bias=False)
         self.bn3 = build_norm_layer(norm_cfg, out_channels)[1]
@@ -147,6 +182,9 @@ class X3DBlock(nn.Module):
             out = self.se(out)
         out = self.bn3(self.conv3(swish(out)))
         identity = x if self.downsample is None else self.downsample(x)
+        if self.temporal_crop:
+            crop = self.temporal_crop
+            identity = identity[:, :, crop:identity.shape[2] - crop]
         return F.relu(out.add_(identity), inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -197,10 +235,16 @@ class X3DStem(nn.Module):
         in_channels (int): Channels of the input clip.
         out_channels (int): Width of the stem.
         norm_cfg (dict): Normalisation layer config.
+        temporal_padding (bool): Zero-pad the temporal conv (X3D); without
+            it the stem gives 4 frames fewer than it gets. Defaults to
+            True.
     """
 
-    def __init__(self, in_channels: int, out_channels: int,
-                 norm_cfg: Dict) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 norm_cfg: Dict,
+                 temporal_padding: bool = True) -> None:
         super().__init__()
         self.conv_xy = nn.Conv3d(
             in_channels,
@@ -210,7 +254,9 @@ class X3DStem(nn.Module):
             padding=(0, 1, 1),
             bias=False)
         self.conv_t = ChannelwiseConv3d(
-            out_channels, kernel_size=(5, 1, 1), padding=(2, 0, 0))
+            out_channels,
+            kernel_size=(5, 1, 1),
+            padding=(2 if temporal_padding else 0, 0, 0))
         self.bn = build_norm_layer(norm_cfg, out_channels)[1]
 
     def conv_bn_pairs(self):
@@ -283,6 +329,17 @@ class X3D(BaseModule):
         zero_init_residual (bool): Initialise the last BN of each block to
             zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).
             Defaults to True.
+        temporal_padding (bool): Zero-pad the temporal convolutions (the
+            stem's 5x1x1 and every 3x3x3), so that T frames in give T frames
+            out (X3D). False makes them "valid" in time, as continual
+            inference (CoX3D) computes them: T frames in give
+            ``T - 4 - 2 * blocks`` out (T - 56 for XS/S/M), each block's
+            shortcut keeping the frames at its kernel's centres. The weights
+            are the same either way. Defaults to True.
+        se_window (int, optional): None: the SE blocks pool over the whole
+            clip (X3D). ``k``: each frame is scaled from the mean over the
+            ``k`` frames up to it, as continual inference computes it.
+            Defaults to None.
         init_cfg (dict | list[dict], optional): MMEngine initialisation
             config, e.g. ``dict(type='Pretrained', checkpoint='x.pth',
             prefix='backbone.')``. A pretrained file must fit the network
@@ -301,6 +358,8 @@ class X3D(BaseModule):
                  with_cp: bool = False,
                  channels_last: bool = True,
                  zero_init_residual: bool = True,
+                 temporal_padding: bool = True,
+                 se_window: Optional[int] = None,
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         factors = resolve_factors(arch)
@@ -319,6 +378,10 @@ class X3D(BaseModule):
                 raise ValueError(
                     f'{name} must be {num_stages} integers >= 1 (one per '
                     f'stage), got {values}')
+        if se_window is not None and (not isinstance(se_window, int)
+                                      or se_window < 1):
+            raise ValueError(f'se_window must be None (the whole clip) or '
+                             f'an integer >= 1, got {se_window!r}')
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
                              f'got {frozen_stages}')
@@ -334,12 +397,15 @@ class X3D(BaseModule):
         self.with_cp = with_cp
         self.channels_last = channels_last
         self.zero_init_residual = zero_init_residual
+        self.temporal_padding = temporal_padding
+        self.se_window = se_window
         self.structure = x3d_structure(factors)
         self.stage_widths = self.structure.stage_widths
         self.inner_widths = self.structure.inner_widths
         self.stage_blocks = self.structure.stage_blocks
 
-        self.stem = X3DStem(in_channels, self.structure.stem_width, norm_cfg)
+        self.stem = X3DStem(in_channels, self.structure.stem_width, norm_cfg,
+                            temporal_padding)
         self.layer_names = []
         width_in = self.structure.stem_width
         for i in range(num_stages):
@@ -367,7 +433,9 @@ class X3D(BaseModule):
                 spatial_dilation=self.spatial_dilations[index],
                 use_se=j % 2 == 0,
                 norm_cfg=norm_cfg,
-                with_cp=self.with_cp)
+                with_cp=self.with_cp,
+                temporal_padding=self.temporal_padding,
+                se_window=self.se_window)
             for j in range(self.stage_blocks[index])
         ])
 
