@@ -1,0 +1,73 @@
+"""A live source for the stream tests: remux a video file's packets (no
+re-encoding, so the decoded frames are the file's own) as MPEG-TS to
+stdout or a URL, paced at the file's own rate.
+
+    python stream_source.py VIDEO OUT [--realtime] [--listen]
+        [--stall-after N] [--repeat N]
+
+OUT is ``-`` (stdout) or a URL FFmpeg writes (``udp://127.0.0.1:PORT``,
+``http://127.0.0.1:PORT`` with ``--listen``: serve one client).
+``--stall-after N`` stops sending after N packets and keeps the output
+open (a stalled source) until killed.
+"""
+import argparse
+import sys
+import time
+
+import av
+
+
+def push(video, out, realtime=False, listen=False, stall_after=None,
+         repeat=1):
+    target = sys.stdout.buffer if out == '-' else out
+    # Each packet goes out as it is muxed, not when FFmpeg's I/O buffer
+    # fills: a live source.
+    options = {'flush_packets': '1'}
+    if listen:
+        options['listen'] = '1'
+    with av.open(video) as src, av.open(target, mode='w', format='mpegts',
+                                        options=options) as dst:
+        in_stream = src.streams.video[0]
+        out_stream = dst.add_stream_from_template(in_stream)
+        sent = 0
+        offset = 0  # timestamps of the next repeat follow the last one
+        began = time.monotonic()
+        for _ in range(repeat):
+            src.seek(0)
+            last = 0
+            for packet in src.demux(in_stream):
+                if packet.dts is None:
+                    continue
+                if realtime:
+                    t = float((packet.dts + offset) * packet.time_base)
+                    wait = began + t - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                if stall_after is not None and sent >= stall_after:
+                    time.sleep(3600)
+                packet.pts += offset
+                packet.dts += offset
+                last = max(last, packet.pts + (packet.duration or 1))
+                packet.stream = out_stream
+                dst.mux(packet)
+                sent += 1
+                if out == '-':
+                    sys.stdout.buffer.flush()
+            offset = last
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('video')
+    parser.add_argument('out')
+    parser.add_argument('--realtime', action='store_true')
+    parser.add_argument('--listen', action='store_true')
+    parser.add_argument('--stall-after', type=int)
+    parser.add_argument('--repeat', type=int, default=1)
+    args = parser.parse_args()
+    push(args.video, args.out, args.realtime, args.listen, args.stall_after,
+         args.repeat)
+
+
+if __name__ == '__main__':
+    main()
