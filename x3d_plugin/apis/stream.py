@@ -343,6 +343,8 @@ def open_source(source: Union[str, IO[bytes]],
     from x3d_plugin.datasets.video_io import require
     av = require('av')
     target = sys.stdin.buffer if source == '-' else source
+    if hasattr(target, 'read1'):
+        target = _Available(target)
     if (isinstance(source, str) and source.startswith('/dev/video')
             and input_format is None):
         input_format = 'v4l2'
@@ -355,6 +357,19 @@ def open_source(source: Union[str, IO[bytes]],
                        timeout=timeout if is_network_source(source) else None)
     except Exception as err:
         raise StreamError(f'cannot open {_name(source)}: {err}') from err
+
+
+class _Available:
+    """A pipe for FFmpeg whose reads return the bytes there are (up to the
+    size asked for) instead of waiting until the size is filled: a live
+    pipe's frames come out as they arrive, not 32 KiB at a time."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+        self.name = getattr(file, 'name', None)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read1(size)
 
 
 def _name(source) -> str:
@@ -546,7 +561,7 @@ class StreamClassifier:
                         continue
                     if report.frames == 0:
                         raise
-                    kind, reason = 'broke', str(err)
+                    # Reopening failed: the stream ended as it last did.
                     break
                 self._reader = self._buffer = None
                 try:
