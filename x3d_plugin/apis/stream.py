@@ -583,8 +583,6 @@ class StreamClassifier:
             slot.close()
             model_thread.join()
             report.skipped_windows = slot.skipped
-            if buffer is not None:
-                report.dropped_frames += buffer.dropped
             report.seconds = time.monotonic() - began
         if errors:
             raise errors[0]
@@ -623,8 +621,6 @@ class StreamClassifier:
         """Windows from one opening of the source; returns (end kind,
         reason, frame buffer)."""
         from x3d_plugin.datasets.video_io import first_video_stream
-        if old_buffer is not None:
-            report.dropped_frames += old_buffer.dropped
         try:
             stream = first_video_stream(container)
         except Exception as err:
@@ -647,6 +643,7 @@ class StreamClassifier:
             collections.OrderedDict()
         keep = int(math.ceil(span)) + 1
         t0, last, due = None, -1, spec.first_last(fps)
+        counted_drops = 0
         while True:
             if self._stop.is_set():
                 return 'interrupted', '', buffer
@@ -667,7 +664,12 @@ class StreamClassifier:
             index = last + 1
             if t is not None and fps > 0:
                 index = max(last + 1, int(round((t - t0) * fps)))
-            report.dropped_frames += index - last - 1
+            if t is not None and fps > 0:
+                # Frames the buffer dropped show up here as gaps too.
+                report.dropped_frames += index - last - 1
+            else:
+                report.dropped_frames += buffer.dropped - counted_drops
+                counted_drops = buffer.dropped
             last = index
             time_s = (t - t0) if t is not None else index / (fps or 30.0)
             if self.on_frame is not None:
