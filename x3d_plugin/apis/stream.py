@@ -241,6 +241,7 @@ class _FrameBuffer:
         self._cond = threading.Condition()
         self._closed = False
         self.dropped = 0
+        self.first_time = None  # timestamp of the source's first frame
 
     def close(self) -> None:
         """No more items are taken: a waiting ``put`` returns."""
@@ -488,6 +489,9 @@ class StreamClassifier:
                         if wait > 0:
                             time.sleep(wait)
                     report.frames += 1
+                    if buffer.first_time is None:
+                        # Before any put: the first frame may be dropped.
+                        buffer.first_time = t
                     buffer.put((frame, t, time.monotonic()))
         except Exception as err:  # FFmpeg's errors from a broken stream
             kind, reason = 'broke', f'{type(err).__name__}: {err}'
@@ -658,7 +662,9 @@ class StreamClassifier:
                 original = (frame.height, frame.width)
                 size = spec.output_size(*original)
             if t is not None and t0 is None:
-                t0 = t
+                # The first frame decoded, even if the buffer dropped it.
+                t0 = buffer.first_time if buffer.first_time is not None \
+                    else t
             # Frames are counted by their timestamps, so a frame lost on
             # the way leaves a gap instead of shifting the later ones.
             index = last + 1
