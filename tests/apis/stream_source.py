@@ -6,11 +6,13 @@ stdout or a URL, paced at the file's own rate.
         [--stall-after N] [--repeat N]
 
 OUT is ``-`` (stdout) or a URL FFmpeg writes (``udp://127.0.0.1:PORT``,
-``http://127.0.0.1:PORT`` with ``--listen``: serve one client).
+``tcp://127.0.0.1:PORT?listen=1``, or ``http://127.0.0.1:PORT`` with
+``--listen``: serve one client).
 ``--stall-after N`` stops sending after N packets and keeps the output
 open (a stalled source) until killed.
 """
 import argparse
+import http.server
 import sys
 import time
 
@@ -19,12 +21,54 @@ import av
 
 def push(video, out, realtime=False, listen=False, stall_after=None,
          repeat=1):
+    if listen and out.startswith('http://'):
+        port = int(out.rsplit(':', 1)[1].split('/')[0])
+        serve_http(port, video, realtime, stall_after, repeat)
+        return
     target = sys.stdout.buffer if out == '-' else out
+    mux(video, target, realtime, stall_after, repeat)
+
+
+def serve_http(port, video, realtime, stall_after, repeat):
+    """Serve the stream to one HTTP client on 127.0.0.1:``port``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        # Chunked transfer: a live stream of unknown length whose end the
+        # client can tell from a connection lost.
+        protocol_version = 'HTTP/1.1'
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header('Content-Type', 'video/mp2t')
+            self.send_header('Transfer-Encoding', 'chunked')
+            self.end_headers()
+            mux(video, _Chunked(self.wfile), realtime, stall_after, repeat)
+            self.wfile.write(b'0\r\n\r\n')
+            self.close_connection = True
+
+    with http.server.HTTPServer(('127.0.0.1', port), Handler) as server:
+        server.handle_request()
+
+
+class _Chunked:
+    """Writes to ``file`` as HTTP/1.1 chunks."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        if data:
+            self.file.write(b'%x\r\n%s\r\n' % (len(data), bytes(data)))
+        return len(data)
+
+    def flush(self):
+        self.file.flush()
+
+
+def mux(video, target, realtime, stall_after, repeat):
     # Each packet goes out as it is muxed, not when FFmpeg's I/O buffer
     # fills: a live source.
     options = {'flush_packets': '1'}
-    if listen:
-        options['listen'] = '1'
     with av.open(video) as src, av.open(target, mode='w', format='mpegts',
                                         options=options) as dst:
         in_stream = src.streams.video[0]
@@ -51,8 +95,8 @@ def push(video, out, realtime=False, listen=False, stall_after=None,
                 packet.stream = out_stream
                 dst.mux(packet)
                 sent += 1
-                if out == '-':
-                    sys.stdout.buffer.flush()
+                if hasattr(target, 'flush'):
+                    target.flush()
             offset = last
 
 

@@ -139,6 +139,21 @@ def test_tcp_loopback_equals_timeline(model, video):
     assert_equal_to_timeline(model, video, preds)
 
 
+def test_http_loopback_equals_timeline(model, video):
+    """An HTTP server on 127.0.0.1 serves the stream at 12 fps to one
+    client."""
+    url = f'http://127.0.0.1:{free_port()}/live.ts'
+    proc = push(video, url, '--realtime', '--listen')
+    try:
+        preds = stream_predictions(model, url, reconnect=3, stall_timeout=5)
+    finally:
+        proc.wait(timeout=30)
+    assert preds.report.end == 'ended', preds.report.message
+    assert preds.report.frames == FRAMES
+    assert preds.report.dropped_frames == 0
+    assert_equal_to_timeline(model, video, preds)
+
+
 def test_udp_loopback(model, video):
     """MPEG-TS over UDP: the client joins whenever the sender starts; the
     stream is classified and ends by stalling when the sender stops."""

@@ -360,6 +360,12 @@ def open_source(source: Union[str, IO[bytes]],
         raise StreamError(f'cannot open {_name(source)}: {err}') from err
 
 
+def _seconds(frame) -> Optional[float]:
+    """The presentation time of a PyAV frame in seconds (None: none)."""
+    return (float(frame.pts * frame.time_base)
+            if frame.pts is not None else None)
+
+
 class _Available:
     """A pipe for FFmpeg whose reads return the bytes there are (up to the
     size asked for) instead of waiting until the size is filled: a live
@@ -479,8 +485,7 @@ class StreamClassifier:
                     report.corrupt_packets += 1
                     continue
                 for frame in frames:
-                    t = (float(frame.pts * frame.time_base)
-                         if frame.pts is not None else None)
+                    t = _seconds(frame)
                     if self.realtime and t is not None:
                         if paced_from is None:
                             paced_from = (time.monotonic(), t)
@@ -495,6 +500,12 @@ class StreamClassifier:
                     buffer.put((frame, t, time.monotonic()))
         except Exception as err:  # FFmpeg's errors from a broken stream
             kind, reason = 'broke', f'{type(err).__name__}: {err}'
+            try:  # the frames still in the decoder
+                for frame in stream.codec_context.decode(None):
+                    report.frames += 1
+                    buffer.put((frame, _seconds(frame), time.monotonic()))
+            except Exception:  # a decoder that cannot even flush
+                pass
         buffer.put_end((_END, kind, reason))
 
     # The model thread ------------------------------------------------------
@@ -549,7 +560,7 @@ class StreamClassifier:
         began = time.monotonic()
         attempts = 0
         kind, reason = 'ended', ''
-        buffer = None
+        self._stop.clear()
         try:
             while True:
                 try:
@@ -569,8 +580,7 @@ class StreamClassifier:
                     break
                 self._reader = self._buffer = None
                 try:
-                    kind, reason, buffer = self._segment(
-                        container, slot, report, buffer)
+                    kind, reason = self._segment(container, slot, report)
                 except BaseException:
                     self._stop.set()
                     raise
@@ -620,15 +630,14 @@ class StreamClassifier:
             return f'stream interrupted: {where}{extra}'
         return f'stream ended: {where}{extra}'
 
-    def _segment(self, container, slot: _Latest, report: StreamReport,
-                 old_buffer: Optional[_FrameBuffer]):
+    def _segment(self, container, slot: _Latest, report: StreamReport):
         """Windows from one opening of the source; returns (end kind,
-        reason, frame buffer)."""
+        reason)."""
         from x3d_plugin.datasets.video_io import first_video_stream
         try:
             stream = first_video_stream(container)
         except Exception as err:
-            return 'broke', str(err), None
+            return 'broke', str(err)
         rate = stream.average_rate or stream.guessed_rate or 0
         fps = float(rate)
         spec = self.spec
@@ -650,13 +659,13 @@ class StreamClassifier:
         counted_drops = 0
         while True:
             if self._stop.is_set():
-                return 'interrupted', '', buffer
+                return 'interrupted', ''
             item = buffer.get(self.stall_timeout)
             if item is None:
-                return 'stalled', '', buffer
+                return 'stalled', ''
             if item[0] is _END:
                 reader.join()
-                return item[1], item[2], buffer
+                return item[1], item[2]
             frame, t, arrival = item
             if size is None:
                 original = (frame.height, frame.width)
