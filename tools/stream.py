@@ -17,7 +17,8 @@ Examples::
     python tools/stream.py CONFIG CHECKPOINT udp://127.0.0.1:5000 \\
         --reconnect 3 --annotate annotated.mp4
     python tools/stream.py CONFIG CHECKPOINT /dev/video0 \\
-        --input-option video_size=640x480 --input-option framerate=30
+        --input-option video_size=640x480 --input-option framerate=30 \\
+        --serve 8080
 """
 import argparse
 import sys
@@ -27,6 +28,7 @@ from fractions import Fraction
 
 from x3d_plugin.apis import InferenceError, init_recognizer, read_label_map
 from x3d_plugin.apis.stream import StreamClassifier, StreamError
+from x3d_plugin.apis.stream_serve import LiveServer
 from x3d_plugin.utils.malloc import keep_freed_memory
 
 
@@ -49,6 +51,12 @@ def parse_args(argv=None):
                         help="add every class's score to each line")
     parser.add_argument('--annotate', metavar='OUT.mp4',
                         help='write the frames with the top-k drawn on them')
+    parser.add_argument('--serve', type=int, metavar='PORT',
+                        help='serve a page of the live frames, the top-5 '
+                        "and a chart of the top classes' scores")
+    parser.add_argument('--serve-host', default='127.0.0.1',
+                        help='address the page listens on (default: this '
+                        'machine only)')
     parser.add_argument('--stall-timeout', type=float, default=10.0,
                         help='seconds without a frame that end the stream')
     parser.add_argument('--reconnect', type=int, default=0,
@@ -163,6 +171,7 @@ def main(argv=None):
     keep_freed_memory()
     out = None
     writer = None
+    server = None
     try:
         model = init_recognizer(args.config, args.checkpoint, args.device,
                                 fuse_conv_bn=args.fuse_conv_bn)
@@ -173,16 +182,23 @@ def main(argv=None):
         writer = (AnnotatedWriter(args.annotate, args.topk)
                   if args.annotate else None)
         progress = None
+        if args.serve is not None:
+            server = LiveServer(args.serve, args.serve_host)
+            print(f'live page: {server.url}', file=sys.stderr)
 
         def on_prediction(pred):
             out.write(pred.to_json(scores=args.scores) + '\n')
             out.flush()
             if writer is not None:
                 writer.update(pred)
+            if server is not None:
+                server.update(pred)
 
         def on_frame(frame, time_s):
             if writer is not None:
                 writer.write(frame, time_s)
+            if server is not None:
+                server.update_frame(frame, time_s)
             if progress is not None:
                 progress.tick()
 
@@ -198,6 +214,8 @@ def main(argv=None):
     except InferenceError as err:
         sys.exit(f'error: {err}')
     finally:
+        if server is not None:
+            server.close()
         if writer is not None:
             writer.close()
         if out is not None and out is not sys.stdout:
