@@ -6,7 +6,9 @@ camera (/dev/videoN, through FFmpeg's v4l2 input). Every ``--every`` source
 frames the newest complete window (the config's test clip) is classified;
 when the model is slower than the source, older windows are skipped, never
 queued. Predictions go out as JSON lines (stdout or ``--out``), flushed per
-line; a progress line and the final report go to stderr.
+line; a progress line and the final report go to stderr. The exit status
+is 0 when the stream ended, 2 when it stalled or broke (what was predicted
+is kept).
 
 Examples::
 
@@ -21,6 +23,7 @@ Examples::
         --serve 8080
 """
 import argparse
+import os
 import sys
 import threading
 import time
@@ -226,6 +229,13 @@ def main(argv=None):
     print(report.summary(), file=sys.stderr)
     if writer is not None:
         print(f'annotated video: {args.annotate}', file=sys.stderr)
+    if report.end == 'stalled':
+        # The reader thread is still blocked in a read of the stalled
+        # source (stdin, a socket); Python's shutdown would wait on its
+        # lock and abort. Everything is written and flushed: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     return 0 if report.end in ('ended', 'interrupted') else 2
 
 

@@ -86,3 +86,31 @@ def test_missing_checkpoint_is_named(setup, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert tool.returncode == 1
     assert 'none.pth' in tool.stderr and tool.stderr.startswith('error: ')
+
+
+def test_stall_is_named_and_predictions_kept(setup):
+    """A pipe that stops sending (but stays open) after 40 packets: the
+    tool names the stall in one line, exits with 2, and the JSON lines
+    written before it are complete."""
+    tmp, video, config, checkpoint, _ = setup
+    out = tmp / 'stalled.jsonl'
+    pusher = subprocess.Popen(
+        [sys.executable, str(ROOT / 'tests' / 'apis' / 'stream_source.py'),
+         str(video), '-', '--stall-after', '40'], stdout=subprocess.PIPE)
+    try:
+        tool = subprocess.run(
+            [sys.executable, str(ROOT / 'tools' / 'stream.py'), str(config),
+             str(checkpoint), '-', '--every', '4', '--out', str(out),
+             '--stall-timeout', '2', '--no-progress'],
+            stdin=pusher.stdout, capture_output=True, text=True, timeout=120)
+    finally:
+        pusher.kill()
+        pusher.wait()
+    assert tool.returncode == 2, tool.stderr
+    err = tool.stderr.strip().splitlines()
+    assert err[-2].startswith('stream stalled: no frame for 2 s from stdin '
+                              'after ')
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) >= 1
+    assert err[-1].startswith(f'{err[-2].split(" after ")[1].split()[0]} '
+                              f'frames, {len(lines)} predictions (')

@@ -544,6 +544,11 @@ class StreamClassifier:
         called. Every prediction made is passed to ``on_prediction``
         before this returns, the last pending window included.
 
+        A stalled source's reader thread (a daemon) stays blocked in its
+        read until the source closes: a program that ends after a stall
+        of stdin should leave with ``os._exit`` once its output is
+        flushed, as ``tools/stream.py`` does.
+
         Returns:
             StreamReport: with ``message``, one line naming the source and
             how it ended.
