@@ -262,6 +262,12 @@ def test_missing_source_is_named(model, tmp_path):
         stream_predictions(model, str(tmp_path / 'nowhere.mp4'))
 
 
+def test_missing_protocol_names_the_pipe_fix(model):
+    with pytest.raises(StreamError, match=r'nosuch://.*Protocol not found.*'
+                       r'lacks the protocol.*-f mpegts -'):
+        stream_predictions(model, 'nosuch://127.0.0.1:9')
+
+
 def test_bad_arguments(model):
     with pytest.raises(StreamError, match='every must be at least 1'):
         stream_predictions(model, '-', every=0)

@@ -357,7 +357,16 @@ def open_source(source: Union[str, IO[bytes]],
         return av.open(target, format=input_format, options=options or {},
                        timeout=timeout if is_network_source(source) else None)
     except Exception as err:
-        raise StreamError(f'cannot open {_name(source)}: {err}') from err
+        hint = ''
+        if isinstance(err, av.error.ProtocolNotFoundError):
+            # PyAV's wheels leave some protocols out (srt:// among them).
+            hint = ('. This PyAV\'s FFmpeg lacks the protocol: install a '
+                    'PyAV built against an FFmpeg that has it, or receive '
+                    'with the ffmpeg program and pipe it in: ffmpeg -i URL '
+                    '-c copy -f mpegts - | python tools/stream.py CONFIG '
+                    'CHECKPOINT -')
+        raise StreamError(f'cannot open {_name(source)}: {err}{hint}') \
+            from err
 
 
 def _seconds(frame) -> Optional[float]:
