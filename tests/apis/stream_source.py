@@ -3,7 +3,7 @@ re-encoding, so the decoded frames are the file's own) as MPEG-TS to
 stdout or a URL, paced at the file's own rate.
 
     python stream_source.py VIDEO OUT [--realtime] [--listen]
-        [--stall-after N] [--repeat N]
+        [--stall-after N] [--repeat N] [--clients N]
 
 OUT is ``-`` (stdout) or a URL FFmpeg writes (``udp://127.0.0.1:PORT``,
 ``tcp://127.0.0.1:PORT?listen=1``, or ``http://127.0.0.1:PORT`` with
@@ -20,17 +20,18 @@ import av
 
 
 def push(video, out, realtime=False, listen=False, stall_after=None,
-         repeat=1):
+         repeat=1, clients=1):
     if listen and out.startswith('http://'):
         port = int(out.rsplit(':', 1)[1].split('/')[0])
-        serve_http(port, video, realtime, stall_after, repeat)
+        serve_http(port, video, realtime, stall_after, repeat, clients)
         return
     target = sys.stdout.buffer if out == '-' else out
     mux(video, target, realtime, stall_after, repeat)
 
 
-def serve_http(port, video, realtime, stall_after, repeat):
-    """Serve the stream to one HTTP client on 127.0.0.1:``port``."""
+def serve_http(port, video, realtime, stall_after, repeat, clients):
+    """Serve the stream to ``clients`` HTTP clients, one after the other,
+    on 127.0.0.1:``port``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         # Chunked transfer: a live stream of unknown length whose end the
@@ -47,7 +48,8 @@ def serve_http(port, video, realtime, stall_after, repeat):
             self.close_connection = True
 
     with http.server.HTTPServer(('127.0.0.1', port), Handler) as server:
-        server.handle_request()
+        for _ in range(clients):
+            server.handle_request()
 
 
 class _Chunked:
@@ -108,9 +110,10 @@ def main():
     parser.add_argument('--listen', action='store_true')
     parser.add_argument('--stall-after', type=int)
     parser.add_argument('--repeat', type=int, default=1)
+    parser.add_argument('--clients', type=int, default=1)
     args = parser.parse_args()
     push(args.video, args.out, args.realtime, args.listen, args.stall_after,
-         args.repeat)
+         args.repeat, args.clients)
 
 
 if __name__ == '__main__':

@@ -154,6 +154,23 @@ def test_http_loopback_equals_timeline(model, video):
     assert_equal_to_timeline(model, video, preds)
 
 
+def test_reconnect_after_the_stream_ends(model, video):
+    """The HTTP server serves the stream twice; with reconnect the client
+    opens it again after the first ends and classifies both."""
+    url = f'http://127.0.0.1:{free_port()}/live.ts'
+    proc = push(video, url, '--realtime', '--listen', '--clients', '2')
+    try:
+        preds = stream_predictions(model, url, reconnect=4, stall_timeout=5)
+    finally:
+        proc.wait(timeout=30)
+    report = preds.report
+    assert report.frames == 2 * FRAMES, report
+    assert report.reconnects >= 1
+    # Each opening starts its own windows: 15, 31, 47 twice.
+    assert [p.frame for p in preds] == [15, 31, 47] * 2
+    np.testing.assert_allclose(preds[3].scores, preds[0].scores, atol=1e-6)
+
+
 def test_udp_loopback(model, video):
     """MPEG-TS over UDP: the client joins whenever the sender starts; the
     stream is classified and ends by stalling when the sender stops."""

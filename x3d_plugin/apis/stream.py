@@ -191,7 +191,7 @@ class StreamReport:
         dropped_frames (int): Frames lost: dropped from the full frame
             buffer, or missing from the source by their timestamps.
         corrupt_packets (int): Packets the decoder rejected (skipped).
-        reconnects (int): Times a network source was opened again.
+        reconnects (int): Attempts to open a network source again.
         seconds (float): Wall time from opening to the end.
         latencies (list[float]): Per prediction, seconds from its last
             frame's arrival.
