@@ -285,6 +285,17 @@ def test_missing_protocol_names_the_pipe_fix(model):
         stream_predictions(model, 'nosuch://127.0.0.1:9')
 
 
+def test_model_error_is_raised_not_hung(model, video):
+    """An error in the model thread ends the run and is raised (a file's
+    reader, which waits for the model, is released)."""
+
+    def broken(batch):
+        raise RuntimeError('engine failed')
+
+    with pytest.raises(RuntimeError, match='engine failed'):
+        stream_predictions(model, video, every=1, predict=broken)
+
+
 def test_bad_arguments(model):
     with pytest.raises(StreamError, match='every must be at least 1'):
         stream_predictions(model, '-', every=0)

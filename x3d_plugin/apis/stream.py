@@ -525,25 +525,30 @@ class StreamClassifier:
             if window is None:
                 return
             try:
-                data = self.spec.after_decode(window['results'])
-                scores = np.asarray(self.predict(
-                    dict(inputs=[data['inputs']],
-                         data_samples=[data['data_samples']])))
-            except Exception as err:  # reported by run() in the caller
+                self._predict_window(window, report)
+            except Exception as err:  # raised by run() in the caller
                 errors.append(err)
                 self._stop.set()
+                slot.close()  # a file's reader may wait for the slot
                 return
-            now = time.monotonic()
-            pred = Prediction(
-                frame=window['frame'], stream_time=window['time'],
-                start_time=window['start_time'], wall_time=time.time(),
-                latency=now - window['arrival'],
-                topk=_topk(scores, self.topk, self.label_names),
-                scores=scores, frame_inds=window['results']['frame_inds'])
-            report.predictions += 1
-            report.latencies.append(pred.latency)
-            if self.on_prediction is not None:
-                self.on_prediction(pred)
+
+    def _predict_window(self, window: Dict, report: StreamReport) -> None:
+        """Score ``window`` and hand its prediction on."""
+        data = self.spec.after_decode(window['results'])
+        scores = np.asarray(self.predict(
+            dict(inputs=[data['inputs']],
+                 data_samples=[data['data_samples']])))
+        now = time.monotonic()
+        pred = Prediction(
+            frame=window['frame'], stream_time=window['time'],
+            start_time=window['start_time'], wall_time=time.time(),
+            latency=now - window['arrival'],
+            topk=_topk(scores, self.topk, self.label_names),
+            scores=scores, frame_inds=window['results']['frame_inds'])
+        report.predictions += 1
+        report.latencies.append(pred.latency)
+        if self.on_prediction is not None:
+            self.on_prediction(pred)
 
     # The main loop ---------------------------------------------------------
 
