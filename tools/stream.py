@@ -30,6 +30,7 @@ import time
 from fractions import Fraction
 
 from x3d_plugin.apis import InferenceError, init_recognizer, read_label_map
+from x3d_plugin.apis.engines import ENGINES, PRECISIONS
 from x3d_plugin.apis.stream import StreamClassifier, StreamError
 from x3d_plugin.apis.stream_serve import LiveServer
 from x3d_plugin.utils.malloc import keep_freed_memory
@@ -70,6 +71,13 @@ def parse_args(argv=None):
                         metavar='KEY=VALUE',
                         help='FFmpeg input option (repeatable)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    parser.add_argument('--engine', choices=ENGINES + ('auto', ),
+                        help='run backbone and head on this CPU engine, '
+                        'CHECKPOINT then being a checkpoint or a model file '
+                        'of tools/deployment/export.py (docs/deployment.md)')
+    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
+                        help='with --engine: f32, or bf16 where the engine '
+                        'and the CPU have it')
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='fold BN into the convolutions (same scores, '
                         'faster)')
@@ -176,8 +184,13 @@ def main(argv=None):
     writer = None
     server = None
     try:
+        if args.engine and args.device != 'cpu':
+            raise InferenceError('--engine runs on the CPU; leave out '
+                                 '--device')
         model = init_recognizer(args.config, args.checkpoint, args.device,
-                                fuse_conv_bn=args.fuse_conv_bn)
+                                fuse_conv_bn=args.fuse_conv_bn,
+                                engine=args.engine,
+                                precision=args.precision)
         label_map = args.label_map or model.cfg.get('label_map')
         names = (read_label_map(label_map, model.cls_head.num_classes)
                  if label_map else None)

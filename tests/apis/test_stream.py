@@ -299,3 +299,19 @@ def test_model_error_is_raised_not_hung(model, video):
 def test_bad_arguments(model):
     with pytest.raises(StreamError, match='every must be at least 1'):
         stream_predictions(model, '-', every=0)
+
+
+def test_an_exported_engine_streams_the_same_scores(model, video, tmp_path):
+    """`tools/stream.py --engine`: the recognizer on OpenVINO (the
+    checkpoint converted in memory) gives the PyTorch stream's scores."""
+    pytest.importorskip('openvino', reason='the deploy extra is not installed')
+    import torch
+    checkpoint = tmp_path / 'random.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    on_engine = init_recognizer(model.cfg, str(checkpoint), engine='openvino')
+    ours = stream_predictions(on_engine, video)
+    theirs = stream_predictions(model, video)
+    assert len(ours) == len(theirs) >= 2
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.frame_inds, b.frame_inds)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-5)
