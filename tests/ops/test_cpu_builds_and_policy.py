@@ -128,14 +128,18 @@ def test_bfloat16_rounds_to_nearest_even_and_keeps_nan(fast):
         assert torch.isnan(y[3]) and not torch.isnan(y[:3]).any(), name
 
 
-def test_sixteen_lanes_where_channels_are_a_multiple_of_16(fast):
-    """The op calls the 16-lane kernels exactly where C % 16 == 0 (in the
-    AVX-512 builds; the 8-lane ones elsewhere and in the others)."""
+def test_sixteen_lanes_where_they_were_faster(fast):
+    """The op calls the 16-lane kernels (in the AVX-512 builds; the 8-lane
+    ones elsewhere and in the others) where C % 16 == 0, and in bf16 also
+    from 32 channels on."""
     narrow, wide = cpu_extension._LOADED[cpu_extension.active_isa()]
-    for channels in (8, 24, 54, 216):
-        assert cpu_extension.kernels(channels) is narrow
-    for channels in (16, 48, 432):
-        assert cpu_extension.kernels(channels) is (wide or narrow)
+    f32, bf16 = torch.float32, torch.bfloat16
+    for channels, dtype in ((8, f32), (24, f32), (54, f32), (216, f32),
+                            (24, bf16), (8, bf16)):
+        assert cpu_extension.kernels(channels, dtype) is narrow
+    for channels, dtype in ((16, f32), (48, f32), (432, f32), (16, bf16),
+                            (54, bf16), (216, bf16)):
+        assert cpu_extension.kernels(channels, dtype) is (wide or narrow)
     if cpu_extension.active_isa() in ('avx512', 'avx512_bf16'):
         assert wide is not None
 
@@ -236,7 +240,7 @@ def test_policy_override_by_env_file_and_function(fast, tmp_path,
                                                   monkeypatch):
     """X3D_PLUGIN_CW_POLICY points at a file whose classes replace the
     packaged ones; set_forward_policy does the same from code."""
-    isa = cpu_extension.active_isa()
+    isa = cpu_extension.cpu_isas()[0]
     x = torch.randn(1, 54, 3, 8, 8)
     w = torch.randn(54, 1, 3, 3, 3)
     never = {'classes': {isa: {'machine': 'm', 'command': 'c',
@@ -291,7 +295,7 @@ def test_bf16_inference_follows_the_choice(fast, ours):
     """Under CPU bf16 autocast, inference runs our forward where the choice
     says so and PyTorch's bf16 convolution elsewhere; both give the
     bf16 result of the same convolution."""
-    isa = cpu_extension.active_isa()
+    isa = cpu_extension.cpu_isas()[0]
     rules = [{'kernel': 'any'}] if ours else []
     set_forward_policy({'classes': {isa: {'rules': {'bfloat16': rules}}}})
     calls = []
@@ -306,7 +310,7 @@ def test_bf16_inference_follows_the_choice(fast, ours):
             return self.ops.forward(*args)
 
     try:
-        cpu_extension.kernels = lambda channels=0: Spy(real(channels))
+        cpu_extension.kernels = lambda *a: Spy(real(*a))
         m = ChannelwiseConv3d(54, 3, padding=1)
         x = torch.randn(2, 54, 4, 9, 9)
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):

@@ -6,7 +6,9 @@ choice for this CPU's class into the forward policy
 At every distinct channelwise layer shape of X3D-XS (batch 8, 4x160²),
 the demo (batch 16, 8x48²) and X3D-M (batch 2, 16x224²), in float32 and
 bfloat16, both forwards run alternated within each round (no autograd,
-channels-last input); the median time per shape is kept. Per dtype, kernel
+channels-last input); the median time per shape is kept. ``--clock cpu
+--threads 1`` times the CPU time of the one thread instead of the elapsed
+time, for a machine whose cores other jobs share. Per dtype, kernel
 (3x3x3 or kt x 1 x 1) and H/W stride the script then picks the rule
 ``width >= W and channels >= C`` (or none) that loses least against the
 faster forward at each shape (sum over shapes of log(time chosen / time of
@@ -51,12 +53,12 @@ def shapes():
 
 
 def time_forwards(batch, channels, size, kernel, stride, padding, dtype,
-                  rounds):
+                  rounds, clock=time.perf_counter):
     """Median seconds of (ours, oneDNN's) forward at one shape."""
     x = torch.randn(batch, channels, *size, dtype=dtype).contiguous(
         memory_format=torch.channels_last_3d)
     w = torch.randn(channels, 1, *kernel, dtype=dtype)
-    ops = cpu_extension.kernels(channels)
+    ops = cpu_extension.kernels(channels, dtype)
     runs = {
         'ours': lambda: ops.forward(x, w, list(stride), list(padding)),
         'onednn': lambda: F.conv3d(x, w, None, stride, padding, 1, channels),
@@ -67,9 +69,9 @@ def time_forwards(batch, channels, size, kernel, stride, padding, dtype,
             fn()  # warm-up
         for _ in range(rounds):
             for k, fn in runs.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                times[k].append(time.perf_counter() - t0)
+                times[k].append(clock() - t0)
     return statistics.median(times['ours']), statistics.median(
         times['onednn'])
 
@@ -107,6 +109,10 @@ def main(argv=None):
                         help='torch.set_num_threads (default: torch\'s)')
     parser.add_argument('--rounds', type=int, default=9,
                         help='alternated rounds per shape (median)')
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                        help='wall: elapsed time; cpu: the CPU time of the '
+                        'calling thread (needs --threads 1; not inflated '
+                        'by other processes taking the cores)')
     parser.add_argument('--dtypes', nargs='+', default=list(DTYPES),
                         choices=list(DTYPES))
     parser.add_argument('--output', type=Path, default=None,
@@ -119,10 +125,16 @@ def main(argv=None):
     keep_freed_memory()  # as tools/train.py does
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == 'cpu' and torch.get_num_threads() != 1:
+        sys.exit('--clock cpu times one thread: add --threads 1')
+    clock = time.thread_time if args.clock == 'cpu' else time.perf_counter
     if not cpu_extension.fast_channelwise_available():
         sys.exit('the fast operator is unavailable: '
                  f'{cpu_extension.extension_error()}')
-    isa = cpu_extension.active_isa()
+    isa = cpu_extension.cpu_isas()[0]
+    if cpu_extension.active_isa() != isa:
+        sys.exit(f'the forward choice is per CPU class: measure it with '
+                 f'the {isa} build (unset X3D_PLUGIN_CPU_ISA)')
     cmd = 'python tools/benchmark/measure_cw_policy.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
     machine = describe_machine()
@@ -134,7 +146,8 @@ def main(argv=None):
     for dname in args.dtypes:
         for batch, c, size, kernel, stride, padding in shapes():
             ours, onednn = time_forwards(batch, c, size, kernel, stride,
-                                         padding, DTYPES[dname], args.rounds)
+                                         padding, DTYPES[dname], args.rounds,
+                                         clock)
             shape = f'{batch}x{c}x{"x".join(map(str, size))}'
             print(f'| {dname} | {shape} | {"x".join(map(str, kernel))} | '
                   f'{stride[1]} | {ours * 1e3:.3f} | {onednn * 1e3:.3f} | '
@@ -153,6 +166,7 @@ def main(argv=None):
     entry = {
         'machine': machine,
         'threads': torch.get_num_threads(),
+        'clock': args.clock,
         'command': cmd.strip(),
         'date': datetime.date.today().isoformat(),
         'rules': rules,

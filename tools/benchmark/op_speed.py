@@ -19,7 +19,9 @@ shown also as a % of the copy bandwidth measured in the same run (a
 ``--isa`` times our operator once per build class named (e.g. ``avx2
 avx512_bf16`` on an AVX-512 CPU), alternated in the same rounds, each with
 its own columns; the speed-up column is then the first class's.
-``--dtype bfloat16`` times every variant in bf16.
+``--dtype bfloat16`` times every variant in bf16. ``--clock cpu --threads
+1`` times the CPU time of the one thread instead of the elapsed time, for a
+machine whose cores other jobs share (the copy bandwidth stays elapsed).
 
 Example::
 
@@ -72,10 +74,13 @@ def copy_bandwidth(mib=256, repeats=5):
     return 2 * src.numel() * 4 / min(times)
 
 
+CLOCK = [time.perf_counter]
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    t0 = CLOCK[0]()
     fn()
-    return time.perf_counter() - t0
+    return CLOCK[0]() - t0
 
 
 def bench_shape(batch, channels, size, kernel, stride, padding, repeats,
@@ -139,6 +144,10 @@ def main(argv=None):
     parser.add_argument('--isa', nargs='+', default=None,
                         help='build classes of our operator to time side '
                         'by side (default: the one this CPU uses)')
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                        help='wall: elapsed time; cpu: the CPU time of the '
+                        'calling thread (needs --threads 1; not inflated '
+                        'by other processes taking the cores)')
     parser.add_argument('--dtype', default='float32',
                         choices=['float32', 'bfloat16'])
     parser.add_argument('--repeats', type=int, default=None,
@@ -148,6 +157,10 @@ def main(argv=None):
     keep_freed_memory()  # as tools/train.py does
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == 'cpu':
+        if torch.get_num_threads() != 1:
+            sys.exit('--clock cpu times one thread: add --threads 1')
+        CLOCK[0] = time.thread_time
     if not fast_channelwise_available():
         sys.exit(f'the fast operator is unavailable: {extension_error()}')
     isas = args.isa or [cpu_isa()]
@@ -168,8 +181,8 @@ def main(argv=None):
     cmd = 'python tools/benchmark/op_speed.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
     print(f'{describe_machine()}\n\n`{cmd.strip()}`; copy bandwidth '
-          f'{bw / 1e9:.1f} GB/s (read + write); {dname}, times in ms '
-          f'(median of up to {repeats}); ours: build class '
+          f'{bw / 1e9:.1f} GB/s (read + write); {dname}, {args.clock}-clock '
+          f'times in ms (median of up to {repeats}); ours: build class '
           f'{", ".join(isas)} (default on this CPU: {active_isa()})\n')
     print('| group | shape (N x C x T x H x W) | aten NCDHW fwd+bwd '
           f'| aten NDHWC fwd+bwd | {cols} '

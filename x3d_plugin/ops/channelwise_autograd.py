@@ -48,15 +48,15 @@ def cpu_forward(x, weight, stride, padding):
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.conv3d(x, weight, None, stride, padding, 1, weight.shape[0])
         return out.contiguous(memory_format=torch.channels_last_3d)
-    return cpu_extension.kernels(x.shape[1]).forward(x, weight, list(stride),
-                                                     list(padding))
+    return cpu_extension.kernels(x.shape[1], x.dtype).forward(
+        x, weight, list(stride), list(padding))
 
 
 def cpu_backward(grad_out, x, weight, stride, padding, need_input,
                  need_weight):
     """The op's CPU backward: (grad_input, grad_weight), an empty tensor
     for a gradient not asked for."""
-    return cpu_extension.kernels(x.shape[1]).backward(
+    return cpu_extension.kernels(x.shape[1], x.dtype).backward(
         grad_out, x, weight, list(stride), list(padding), need_input,
         need_weight)
 

@@ -9,8 +9,9 @@ class           build
 =============== ======================================================
 ``avx512_bf16`` as ``avx512``, and bf16 rounding by ``vcvtneps2bf16``;
                 CPUs with ``avx512_bf16``
-``avx512``      16 float lanes where the channel count is a multiple of
-                16, 8 elsewhere (AVX-512 F/BW/DQ/VL); CPUs with those
+``avx512``      16 float lanes where :func:`wide_lanes` holds (channel
+                count a multiple of 16; bf16 also from 32 channels
+                on), 8 elsewhere (AVX-512 F/BW/DQ/VL); CPUs with those
 ``avx2``        8 float lanes (AVX2 + FMA + F16C)
 ``generic``     8 float lanes, no ``-m`` flags (what the compiler
                 targets by default; any other CPU)
@@ -22,11 +23,7 @@ that build). Each build registers its ops in its own namespace,
 ``torch.ops.x3d_plugin_cpu_<class>``, so two builds can be loaded side by
 side in one process (:func:`kernels`). The AVX-512 builds hold two sets
 of kernels, of 8 and of 16 lanes (``csrc/channelwise_conv3d_l16.cpp``,
-namespace suffix ``_l16``): with C not a multiple of 16 every second
-64-byte load of a channel vector straddles two cache lines, and the
-16-lane kernels took 1.1-1.3x the 8-lane ones' time at 54, 108 and 216
-channels (0.75-0.9x at 48, 192 and 432; one thread, Xeon with
-AVX-512).
+namespace suffix ``_l16``), chosen per call by :func:`wide_lanes`.
 
 The cache root is ``$X3D_PLUGIN_CACHE`` if set, else
 ``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/x3d_plugin/extensions``; the
@@ -284,14 +281,27 @@ def require_extension() -> None:
                            f'unavailable: {extension_error()}')
 
 
-def kernels(channels: int = 0):
+def wide_lanes(channels: int, dtype: torch.dtype) -> bool:
+    """Whether the 16-lane kernels (of the AVX-512 builds) take a
+    convolution of ``channels`` channels in ``dtype``: float32 and float64
+    where C is a multiple of 16 (elsewhere every second 64-byte load
+    straddles two cache lines: 0.8-0.9x the 8-lane kernels at 54
+    channels, 1.06-1.56x at 48, 192 and 432), bfloat16 also from 32
+    channels on (a 16-lane bf16 load is 32 bytes: 1.05-1.36x at 54, 108
+    and 216 channels). One thread, CPU time, Xeon with AVX512-BF16."""
+    if channels % 16 == 0 and channels > 0:
+        return True
+    return dtype == torch.bfloat16 and channels >= 32
+
+
+def kernels(channels: int = 0, dtype: torch.dtype = torch.float32):
     """The ``torch.ops`` namespace whose ``forward`` and ``backward`` the
-    op calls for a convolution of ``channels`` channels: of the default
-    build, or of the one :func:`use_cpu_isa` chose; its 16-lane kernels
-    where it has them and ``channels`` is a multiple of 16."""
+    op calls for a convolution of ``channels`` channels in ``dtype``: of
+    the default build, or of the one :func:`use_cpu_isa` chose; its
+    16-lane kernels where it has them and :func:`wide_lanes` holds."""
     require_extension()
     narrow, wide = _LOADED[_ACTIVE[0]]
-    if wide is not None and channels and channels % 16 == 0:
+    if wide is not None and wide_lanes(channels, dtype):
         return wide
     return narrow
 

@@ -137,9 +137,11 @@ def set_forward_policy(policy: Union[None, str, Path, dict]) -> None:
 
 def policy_entry(isa: Optional[str] = None) -> tuple:
     """``(class, entry)``: the entry used on CPU class ``isa`` (default:
-    the class of the kernels in use), after the fallbacks."""
+    this CPU's best class, also when ``X3D_PLUGIN_CPU_ISA`` or
+    :func:`~x3d_plugin.ops.cpu_extension.use_cpu_isa` picks another build,
+    so that builds compare with the same forward), after the fallbacks."""
     classes = _classes()
-    isa = isa or cpu_extension.active_isa() or cpu_extension.cpu_isa()
+    isa = isa or cpu_extension.cpu_isas()[0]
     name = isa
     while name not in classes and name in _FALLBACK:
         name = _FALLBACK[name]
