@@ -13,8 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from x3d_plugin.ops import (ChannelwiseConv3d, channelwise_conv3d,
-                            extension_error, fast_channelwise_available,
-                            set_fast_channelwise)
+                            cpu_extension, extension_error,
+                            fast_channelwise_available, forward_policy,
+                            set_fast_channelwise, set_forward_policy)
 
 cw_mod = importlib.import_module('x3d_plugin.ops.channelwise_conv3d')
 NO_EXT = os.environ.get('X3D_PLUGIN_NO_EXT', '') not in ('', '0')
@@ -30,6 +31,37 @@ def fast():
     set_fast_channelwise(True)
     yield
     set_fast_channelwise(True)
+
+
+# The forward choice of the AVX2 class, used where a test checks which
+# forward runs (the packaged choice differs between CPU classes).
+AVX2_RULES = {
+    'float32': [
+        {'kernel': 'Tx1x1'},
+        {'kernel': '3x3x3', 'stride_hw': 1, 'min_width': 6},
+        {'kernel': '3x3x3', 'stride_hw': 2, 'min_width': 7,
+         'min_channels': 192},
+    ],
+    'bfloat16': [{'kernel': 'any'}],
+}
+
+
+@pytest.fixture
+def avx2_choice(fast):
+    """The AVX2 class's forward choice on whatever CPU runs the tests."""
+    isa = cpu_extension.cpu_isas()[0]
+    set_forward_policy({'classes': {isa: {'rules': AVX2_RULES}}})
+    yield
+    set_forward_policy(None)
+
+
+def kernel_sets():
+    """(name, ops) of each set of kernels of the build in use: its 8-lane
+    kernels and, in the AVX-512 builds, the 16-lane ones (which the op
+    calls where C is a multiple of 16; here they run at every C)."""
+    assert fast_channelwise_available(), extension_error()
+    narrow, wide = cpu_extension._LOADED[cpu_extension.active_isa()]
+    return [('lanes8', narrow)] + ([('lanes16', wide)] if wide else [])
 
 
 def reference(x, w, stride, padding):
@@ -68,18 +100,24 @@ def kernel_forward_calls(fn):
     """``fn()`` and the (stride, padding) of each call it made to the C++
     forward."""
     calls = []
-    real = torch.ops.x3d_plugin_cpu.forward
+    real = cpu_extension.kernels
 
     class Spy:
-        def __call__(self, *args):
-            calls.append(args[2:])
-            return real(*args)
+        def __init__(self, ops):
+            self.ops = ops
 
-    cw_mod.torch.ops.x3d_plugin_cpu.forward = Spy()
+        def forward(self, *args):
+            calls.append(args[2:])
+            return self.ops.forward(*args)
+
+        def backward(self, *args):
+            return self.ops.backward(*args)
+
+    cpu_extension.kernels = lambda *a: Spy(real(*a))
     try:
         return fn(), calls
     finally:
-        cw_mod.torch.ops.x3d_plugin_cpu.forward = real
+        cpu_extension.kernels = real
 
 
 def ours(x, w, stride, padding, g, via='op'):
@@ -122,10 +160,12 @@ def test_kernel_forward_itself(fast, dtype, kernel, stride, padding,
     width."""
     x = torch.randn(2, channels, 5, 9, 7, dtype=dtype)
     w = torch.randn(channels, 1, *kernel, dtype=dtype)
-    y = torch.ops.x3d_plugin_cpu.forward(x, w, list(stride), list(padding))
     y0 = F.conv3d(x, w, None, stride, padding, 1, channels)
-    assert y.is_contiguous(memory_format=CL)
-    torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4)
+    for name, ops in kernel_sets():
+        y = ops.forward(x, w, list(stride), list(padding))
+        assert y.is_contiguous(memory_format=CL), name
+        torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f'{name}: {m}')
 
 
 @pytest.mark.parametrize('via', ['op', 'eager'])
@@ -146,8 +186,8 @@ def test_x3d_shapes(fast, kernel, stride, padding, channels, via):
     (108, 12, 2, False),
 ])
 @pytest.mark.parametrize('grad', [True, False])
-def test_float_forward_choice(fast, channels, width, stride, ours_runs,
-                              grad):
+def test_float_forward_choice(avx2_choice, channels, width, stride,
+                              ours_runs, grad):
     """A float32 3x3x3 forward runs the C++ kernel at stride 1 on frames at
     least 6 wide and at stride 2 from 192 channels on frames at least 7
     wide (faster than oneDNN's there), in training and inference, and
@@ -196,9 +236,16 @@ def test_row_tails(fast, width, stride):
     x = torch.randn(1, 8, 3, 3, width, dtype=torch.float64)
     w = torch.randn(8, 1, 3, 3, 3, dtype=torch.float64)
     check(x, w, stride, (1, 1, 1), rtol=1e-10, atol=1e-10)  # grad_input
-    y = torch.ops.x3d_plugin_cpu.forward(x, w, list(stride), [1, 1, 1])
-    torch.testing.assert_close(y, F.conv3d(x, w, None, stride, 1, 1, 8),
-                               rtol=1e-10, atol=1e-10)
+    y0 = F.conv3d(x, w, None, stride, 1, 1, 8)
+    g = torch.randn_like(y0)
+    gx0 = torch.nn.grad.conv3d_input(x.shape, w, g, stride, 1, 1, 8)
+    for name, ops in kernel_sets():
+        y = ops.forward(x, w, list(stride), [1, 1, 1])
+        torch.testing.assert_close(y, y0, rtol=1e-10, atol=1e-10,
+                                   msg=lambda m: f'{name}: {m}')
+        gx, _ = ops.backward(g, x, w, list(stride), [1, 1, 1], True, False)
+        torch.testing.assert_close(gx, gx0, rtol=1e-10, atol=1e-10,
+                                   msg=lambda m: f'{name}: {m}')
 
 
 @pytest.mark.parametrize('threads', [1, 2])
@@ -356,16 +403,16 @@ def test_runtime_switch_falls_back(fast):
 
 def test_build_failure_warns_once_and_falls_back(monkeypatch):
     """A failed build warns once (naming the fix) and uses F.conv3d."""
-    monkeypatch.setattr(cw_mod, '_STATE', {
+    monkeypatch.setattr(cpu_extension, '_STATE', {
         'loaded': None,
         'error': None,
         'warned': False
     })
 
-    def broken():
+    def broken(isa):
         raise RuntimeError('Ninja is required to load C++ extensions')
 
-    monkeypatch.setattr(cw_mod, '_load_extension', broken)
+    monkeypatch.setattr(cpu_extension, '_load_extension', broken)
     monkeypatch.delenv('X3D_PLUGIN_NO_EXT', raising=False)
     m = ChannelwiseConv3d(8, 3, padding=1)
     x = torch.randn(1, 8, 3, 5, 5)
@@ -382,7 +429,7 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
 
 
 def test_no_ext_env_forces_fallback(monkeypatch):
-    monkeypatch.setattr(cw_mod, '_STATE', {
+    monkeypatch.setattr(cpu_extension, '_STATE', {
         'loaded': None,
         'error': None,
         'warned': False
@@ -390,7 +437,7 @@ def test_no_ext_env_forces_fallback(monkeypatch):
     monkeypatch.setenv('X3D_PLUGIN_NO_EXT', '1')
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert not cw_mod._ensure_loaded()
+        assert not cpu_extension.ensure_loaded()
     x = torch.randn(1, 8, 3, 5, 5)
     w = torch.randn(8, 1, 3, 3, 3)
     assert torch.equal(
@@ -403,7 +450,7 @@ def test_trace_records_standard_conv(fast):
     traced = torch.jit.trace(m, x)
     graph = str(traced.graph)
     assert 'aten::_convolution' in graph or 'aten::conv3d' in graph
-    assert 'x3d_plugin::' not in graph and 'x3d_plugin_cpu::' not in graph
+    assert 'x3d_plugin::' not in graph and 'x3d_plugin_cpu' not in graph
     torch.testing.assert_close(traced(x), m(x), rtol=1e-4, atol=1e-4)
 
 
@@ -439,7 +486,7 @@ def test_torch_compile_inductor(fast):
 
 
 def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
-        fast):
+        avx2_choice):
     """Float inference of a 3x3x3 layer whose forward stays oneDNN's
     (stride 2 below 192 channels) gains nothing from the op (its float
     forward is F.conv3d there), bf16 inference does (the forward is ours),
@@ -464,7 +511,8 @@ def test_op_runs_for_a_backward_or_bf16_and_is_skipped_for_float_inference(
         y, F.conv3d(x, m.weight, None, (1, 2, 2), 1, 1, 54))
 
 
-def test_temporal_kernel_forward_is_ours_also_for_float_inference(fast):
+def test_temporal_kernel_forward_is_ours_also_for_float_inference(
+        avx2_choice):
     """The stem's 5x1x1 forward runs the C++ kernel (oneDNN's is 8-18x
     slower from 32x32 frames up), in training and inference alike."""
     m = ChannelwiseConv3d(24, (5, 1, 1), padding=(2, 0, 0))

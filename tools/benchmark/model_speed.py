@@ -56,19 +56,23 @@ def check_outputs(models, x):
     return max((o - ref).abs().max().item() for o in outs.values())
 
 
+# The clock: elapsed time, or the calling thread's CPU time (--clock cpu).
+CLOCK = [time.perf_counter]
+
+
 def time_inference(model, x, precision, device, repeats=3):
     """Seconds per forward pass, averaged over ``repeats`` passes (one pass
     of a small model is too short to time alone)."""
     model.eval()
     sync(device)
-    start = time.perf_counter()
+    start = CLOCK[0]()
     with torch.no_grad(), torch.autocast(
             device.split(':')[0], dtype=precision,
             enabled=precision != torch.float32):
         for _ in range(repeats):
             model(x)
     sync(device)
-    return (time.perf_counter() - start) / repeats
+    return (CLOCK[0]() - start) / repeats
 
 
 def peak_train_memory(arch, name, batch, device):
@@ -129,6 +133,12 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch.set_num_threads (default: torch\'s)')
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                        help='wall: elapsed time; cpu: the CPU time of the '
+                        'calling thread (CPU device and --threads 1 only; '
+                        'not inflated by other processes taking the cores)')
     parser.add_argument('--precision', nargs='+', default=['fp32'],
                         choices=['fp32', 'bf16', 'fp16'])
     parser.add_argument('--compile', action='store_true',
@@ -138,6 +148,12 @@ def main(argv=None):
     parser.add_argument('--memory-child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     keep_freed_memory()  # as tools/train.py does
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == 'cpu':
+        if args.device != 'cpu' or torch.get_num_threads() != 1:
+            sys.exit('--clock cpu times one CPU thread: add --threads 1')
+        CLOCK[0] = time.thread_time
     if args.memory_child:
         arch, name, batch, device = args.memory_child
         print(json.dumps(peak_train_memory(arch, name, int(batch), device)))
@@ -148,7 +164,8 @@ def main(argv=None):
     where = (torch.cuda.get_device_name() if 'cuda' in args.device else
              describe_machine())
     print(f'device: {args.device} ({where}); batch {args.batch}, '
-          f'{args.rounds} rounds after {args.warmup} warm-up, median')
+          f'{args.rounds} rounds after {args.warmup} warm-up, median, '
+          f'{args.clock} clock')
     rows, memory = [], {}
     for arch in args.archs:
         frames, size = clip_of(arch)
@@ -171,8 +188,10 @@ def main(argv=None):
             for r in range(args.warmup + args.rounds):
                 for name, model in models.items():
                     if name not in INFERENCE_ONLY:
-                        t = time_train_step(model, x, y, optims[name], dtype,
-                                            args.device)
+                        start = CLOCK[0]()
+                        time_train_step(model, x, y, optims[name], dtype,
+                                        args.device)
+                        t = CLOCK[0]() - start
                     i = time_inference(model, x, dtype, args.device)
                     if r >= args.warmup:
                         if name not in INFERENCE_ONLY:
