@@ -39,6 +39,7 @@ from x3d_plugin.models import VARIANTS
 from x3d_plugin.ops import cpu_extension, forward_policy
 from x3d_plugin.ops.forward_policy import rule_matches, x3d_layer_shapes
 from x3d_plugin.utils.benchmark import describe_machine
+from x3d_plugin.utils.fileio import write_file_atomically
 from x3d_plugin.utils.malloc import keep_freed_memory
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16}
@@ -180,10 +181,7 @@ def main(argv=None):
     if path.is_file():
         policy = json.loads(path.read_text())
     policy['classes'][isa] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(policy, indent=1) + '\n')
-    tmp.replace(path)
+    write_file_atomically(json.dumps(policy, indent=1) + '\n', str(path))
     print(f'wrote the {isa} entry into {path}')
     return entry
 

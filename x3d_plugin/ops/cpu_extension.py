@@ -50,6 +50,7 @@ from typing import Optional, Sequence
 import torch
 
 from x3d_plugin.utils.cpu import cpu_info
+from x3d_plugin.utils.fileio import write_file_atomically
 
 __all__ = [
     'ISA_CLASSES', 'cpu_isa', 'cpu_isas', 'cache_root', 'kernels',
@@ -199,9 +200,7 @@ def _load_extension(isa: str) -> str:
         build_directory=str(build_dir),
         is_python_module=False,
         verbose=verbose)
-    tmp = build_dir / f'built.ok.{os.getpid()}'
-    tmp.write_text(f'{so}\n')
-    os.replace(tmp, marker)
+    write_file_atomically(f'{so}\n', str(marker))
     return str(so)
 
 
