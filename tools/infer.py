@@ -25,7 +25,7 @@ import sys
 from x3d_plugin.apis import (InferenceError, init_recognizer,
                              plot_timeline, predict_timeline, predict_video,
                              read_label_map)
-from x3d_plugin.apis.engines import ENGINES, PRECISIONS
+from x3d_plugin.apis.engines import add_engine_arguments
 from x3d_plugin.utils.malloc import keep_freed_memory
 
 
@@ -42,13 +42,7 @@ def parse_args(argv=None):
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='fold BN into the convolutions (same scores, '
                         'faster)')
-    parser.add_argument('--engine', choices=ENGINES + ('auto', ),
-                        help='run backbone and head on this CPU engine '
-                        '(auto: the fastest installed float32 one); '
-                        'default: the PyTorch recognizer')
-    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
-                        help='with --engine: f32, or bf16 where the engine '
-                        'and CPU have it')
+    add_engine_arguments(parser)
     parser.add_argument('--out', help='write the result as JSON here')
     parser.add_argument('--timeline', action='store_true',
                         help='per-window predictions over the video')

@@ -30,7 +30,7 @@ import time
 from fractions import Fraction
 
 from x3d_plugin.apis import InferenceError, init_recognizer, read_label_map
-from x3d_plugin.apis.engines import ENGINES, PRECISIONS
+from x3d_plugin.apis.engines import add_engine_arguments
 from x3d_plugin.apis.stream import StreamClassifier, StreamError
 from x3d_plugin.apis.stream_serve import LiveServer
 from x3d_plugin.utils.malloc import keep_freed_memory
@@ -71,13 +71,7 @@ def parse_args(argv=None):
                         metavar='KEY=VALUE',
                         help='FFmpeg input option (repeatable)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
-    parser.add_argument('--engine', choices=ENGINES + ('auto', ),
-                        help='run backbone and head on this CPU engine, '
-                        'CHECKPOINT then being a checkpoint or a model file '
-                        'of tools/deployment/export.py (docs/deployment.md)')
-    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
-                        help='with --engine: f32, or bf16 where the engine '
-                        'and the CPU have it')
+    add_engine_arguments(parser)
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='fold BN into the convolutions (same scores, '
                         'faster)')

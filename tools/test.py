@@ -16,7 +16,7 @@ from mmengine.config import Config
 
 from x3d_plugin.apis import InferenceError
 from x3d_plugin.apis.config_check import check_config
-from x3d_plugin.apis.engines import ENGINES, PRECISIONS, view_shape
+from x3d_plugin.apis.engines import add_engine_arguments, view_shape
 from x3d_plugin.apis.runner_args import (apply_runner_args, build_runner,
                                          errors_as_one_line,
                                          parse_runner_args, runner_parser)
@@ -37,15 +37,7 @@ def parse_args(argv=None):
         action='store_true',
         help='fold BN into the convolutions before testing (same scores, '
         'faster)')
-    parser.add_argument(
-        '--engine',
-        choices=ENGINES + ('auto', ),
-        help='run backbone and head on this CPU engine (auto: the fastest '
-        'installed float32 one) with the config\'s test pipeline and '
-        'metrics; default: the PyTorch recognizer')
-    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
-                        help='with --engine: f32, or bf16 where the engine '
-                        'and CPU have it')
+    add_engine_arguments(parser)
     return parse_runner_args(parser, argv)
 
 

@@ -45,9 +45,25 @@ PRECISIONS = ('f32', 'bf16')
 
 __all__ = [
     'ENGINES', 'PRECISIONS', 'Engine', 'EngineRecognizer',
+    'add_engine_arguments',
     'MissingEngineError', 'ModelFileError', 'installed_engines',
     'load_engine', 'resolve_engine', 'DEPLOY_EXTRA'
 ]
+
+
+def add_engine_arguments(parser) -> None:
+    """``--engine`` and ``--precision``, as the tools that run a model
+    (``tools/test.py``, ``tools/infer.py``, ``tools/stream.py``) take them."""
+    parser.add_argument(
+        '--engine',
+        choices=ENGINES + ('auto', ),
+        help='run backbone and head on this CPU engine (auto: the fastest '
+        'installed float32 one), the checkpoint then being a checkpoint or '
+        'a model file of tools/deployment/export.py (docs/deployment.md); '
+        'default: the PyTorch recognizer')
+    parser.add_argument('--precision', choices=PRECISIONS, default='f32',
+                        help='with --engine: f32, or bf16 where the engine '
+                        'and CPU have it')
 
 
 class ModelFileError(InferenceError):
