@@ -128,10 +128,11 @@ def test_precise_bn_two_processes(tmp_path):
         import sys, torch
         sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT / 'tests' / 'engine')!r}]
         import x3d_plugin
-        from mmengine.dist import init_dist, get_rank
+        from mmengine.dist import get_rank
         from test_schedule_and_precise_bn import small_net, true_stats
         from x3d_plugin.engine.hooks.precise_bn import update_bn_stats
-        init_dist('pytorch', backend='gloo')
+        # torchrun's environment; MMEngine's init_dist needs CUDA.
+        torch.distributed.init_process_group('gloo')
         torch.manual_seed(0)
         net = small_net()
         gen = torch.Generator().manual_seed(1)
