@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from x3d_plugin.models import VARIANTS
 from x3d_plugin.ops import cpu_extension, forward_policy
-from x3d_plugin.ops.forward_policy import rule_matches, x3d_layer_shapes
+from x3d_plugin.models.variants import x3d_layer_shapes
+from x3d_plugin.ops.forward_policy import rule_matches
 from x3d_plugin.utils.benchmark import describe_machine
 from x3d_plugin.utils.fileio import write_file_atomically
 from x3d_plugin.utils.malloc import keep_freed_memory

@@ -40,7 +40,7 @@ from x3d_plugin.models import VARIANTS
 from x3d_plugin.ops import (ChannelwiseConv3d, active_isa, cpu_isa,
                             extension_error, fast_channelwise_available,
                             set_fast_channelwise, use_cpu_isa)
-from x3d_plugin.ops.forward_policy import x3d_layer_shapes
+from x3d_plugin.models.variants import x3d_layer_shapes
 from x3d_plugin.utils.benchmark import describe_machine
 from x3d_plugin.utils.malloc import keep_freed_memory
 
@@ -49,7 +49,7 @@ def layer_shapes(group, arch, batch, frames, crop):
     """(group, batch, channels, (T, H, W) input, kernel, stride, padding) of
     every distinct channelwise convolution of the ``arch`` network on
     ``frames`` x ``crop``² clips (see
-    :func:`x3d_plugin.ops.forward_policy.x3d_layer_shapes`)."""
+    :func:`x3d_plugin.models.variants.x3d_layer_shapes`)."""
     return [(group, ) + row
             for row in x3d_layer_shapes(arch, batch, frames, crop)]
 

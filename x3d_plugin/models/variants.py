@@ -193,3 +193,28 @@ def variant_of_structure(structure: Structure) -> str:
             f'inner widths {structure.inner_widths} and blocks '
             f'{structure.stage_blocks}')
     return found[-1]
+
+
+def x3d_layer_shapes(arch: str, batch: int, frames: int, crop: int) -> list:
+    """``(batch, channels, (T, H, W) input, kernel, stride, padding)`` of
+    every distinct channelwise convolution of X3D-``arch`` on ``frames`` x
+    ``crop``² clips: the stem's 5x1x1 at half the crop, then per stage the
+    first block's stride-2 3x3x3 and the others' stride 1 (the shapes the
+    forward choice and ``tools/benchmark/op_speed.py`` are measured at).
+
+    Args:
+        arch (str): Variant name (``'xs'``, ``'m'``, ...).
+        batch (int): Clips per batch.
+        frames (int): Frames per clip.
+        crop (int): Crop size of the clip.
+    """
+    structure = VARIANTS[arch].structure
+    k3, s1, s2, p1 = (3, 3, 3), (1, 1, 1), (1, 2, 2), (1, 1, 1)
+    size = (crop + 1) // 2
+    rows = [(batch, structure.stem_width, (frames, size, size), (5, 1, 1),
+             s1, (2, 0, 0))]
+    for inner in structure.inner_widths:
+        rows.append((batch, inner, (frames, size, size), k3, s2, p1))
+        size = (size + 1) // 2
+        rows.append((batch, inner, (frames, size, size), k3, s1, p1))
+    return rows

@@ -36,7 +36,7 @@ from x3d_plugin.ops import cpu_extension
 
 __all__ = [
     'POLICY_FILE', 'load_policy', 'set_forward_policy', 'policy_entry',
-    'ours_forward_faster', 'rule_matches', 'x3d_layer_shapes'
+    'ours_forward_faster', 'rule_matches'
 ]
 
 POLICY_FILE = Path(__file__).resolve().with_name('forward_policy.json')
@@ -186,29 +186,3 @@ def ours_forward_faster(x: torch.Tensor, weight: torch.Tensor,
     return any(
         rule_matches(r, x.shape[1], x.shape[-1], kernel, stride_hw)
         for r in rules)
-
-
-def x3d_layer_shapes(arch: str, batch: int, frames: int, crop: int) -> list:
-    """``(batch, channels, (T, H, W) input, kernel, stride, padding)`` of
-    every distinct channelwise convolution of X3D-``arch`` on ``frames`` x
-    ``crop``² clips: the stem's 5x1x1 at half the crop, then per stage the
-    first block's stride-2 3x3x3 and the others' stride 1 (the shapes the
-    forward choice and ``tools/benchmark/op_speed.py`` are measured at).
-
-    Args:
-        arch (str): Variant name (``'xs'``, ``'m'``, ...).
-        batch (int): Clips per batch.
-        frames (int): Frames per clip.
-        crop (int): Crop size of the clip.
-    """
-    from x3d_plugin.models import VARIANTS  # models import this package
-    structure = VARIANTS[arch].structure
-    k3, s1, s2, p1 = (3, 3, 3), (1, 1, 1), (1, 2, 2), (1, 1, 1)
-    size = (crop + 1) // 2
-    rows = [(batch, structure.stem_width, (frames, size, size), (5, 1, 1),
-             s1, (2, 0, 0))]
-    for inner in structure.inner_widths:
-        rows.append((batch, inner, (frames, size, size), k3, s2, p1))
-        size = (size + 1) // 2
-        rows.append((batch, inner, (frames, size, size), k3, s1, p1))
-    return rows
