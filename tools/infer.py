@@ -66,9 +66,6 @@ def main(argv=None):
     # memory in the process (x3d_plugin/utils/malloc.py).
     keep_freed_memory()
     try:
-        if args.engine and args.device != 'cpu':
-            raise InferenceError('--engine runs on the CPU; leave out '
-                                 '--device')
         if args.engine and args.continual:
             raise InferenceError('--continual steps the PyTorch model frame '
                                  'by frame; leave out --engine')

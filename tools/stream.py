@@ -178,9 +178,6 @@ def main(argv=None):
     writer = None
     server = None
     try:
-        if args.engine and args.device != 'cpu':
-            raise InferenceError('--engine runs on the CPU; leave out '
-                                 '--device')
         model = init_recognizer(args.config, args.checkpoint, args.device,
                                 fuse_conv_bn=args.fuse_conv_bn,
                                 engine=args.engine,

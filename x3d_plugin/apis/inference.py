@@ -54,6 +54,9 @@ def init_recognizer(config: Union[str, Config],
     if engine is not None:
         if checkpoint is None:
             raise InferenceError(f'the {engine} engine needs a model file')
+        if device != 'cpu':
+            raise InferenceError(f'the {engine} engine runs on the CPU; leave '
+                                 f'out device={device!r} (--device)')
         if fuse_conv_bn:
             raise InferenceError('fuse_conv_bn is for the PyTorch '
                                  'recognizer; on an engine BN is folded '
