@@ -143,6 +143,14 @@ def main(argv=None):
                         choices=['fp32', 'bf16', 'fp16'])
     parser.add_argument('--compile', action='store_true',
                         help='add torch.compile configurations')
+    parser.add_argument('--configs', nargs='+', metavar='NAME',
+                        help='time only these configurations (names as in '
+                        'the table; default: all). Without "%s" the '
+                        '"vs MMAction2" columns are empty' % BASELINE)
+    parser.add_argument('--infer-only', nargs='+', default=[],
+                        metavar='NAME', help='configurations whose train '
+                        'step is not timed (e.g. a PyTorch channelwise '
+                        'backward that takes minutes in bf16)')
     parser.add_argument('--memory-batch', type=int, default=0,
                         help='measure peak training memory at this batch')
     parser.add_argument('--memory-child', nargs=4, help=argparse.SUPPRESS)
@@ -177,6 +185,14 @@ def main(argv=None):
         diff = check_outputs(models, x)
         print(f'X3D-{arch.upper()}: outputs agree, max abs diff {diff:.1e}',
               flush=True)
+        if args.configs:
+            unknown = sorted(set(args.configs + args.infer_only) -
+                             set(models))
+            if unknown:
+                sys.exit(f'unknown configuration(s) {unknown}; the names '
+                         f'are {sorted(models)}')
+            models = {n: m for n, m in models.items() if n in args.configs}
+        no_train = set(INFERENCE_ONLY) | set(args.infer_only)
         for precision in args.precision:
             dtype = dtypes[precision]
             optims = {
@@ -187,24 +203,27 @@ def main(argv=None):
             infer = {n: [] for n in models}
             for r in range(args.warmup + args.rounds):
                 for name, model in models.items():
-                    if name not in INFERENCE_ONLY:
+                    if name not in no_train:
                         start = CLOCK[0]()
                         time_train_step(model, x, y, optims[name], dtype,
                                         args.device)
                         t = CLOCK[0]() - start
                     i = time_inference(model, x, dtype, args.device)
                     if r >= args.warmup:
-                        if name not in INFERENCE_ONLY:
+                        if name not in no_train:
                             train[name].append(t)
                         infer[name].append(i)
-            base_t = statistics.median(train[BASELINE])
-            base_i = statistics.median(infer[BASELINE])
+            base_t = (statistics.median(train[BASELINE])
+                      if train.get(BASELINE) else None)
+            base_i = (statistics.median(infer[BASELINE])
+                      if BASELINE in infer else None)
             for name in models:
                 i = statistics.median(infer[name])
                 t = statistics.median(train[name]) if train[name] else None
                 rows.append((arch, f'X3D-{arch.upper()} {frames}x{size}²',
                              name, precision, t and args.batch / t,
-                             t and base_t / t, args.batch / i, base_i / i))
+                             t and base_t and base_t / t, args.batch / i,
+                             base_i and base_i / i))
         if args.memory_batch:
             memory[arch] = memory_column(arch, models, args.memory_batch,
                                          args.device)
@@ -216,14 +235,15 @@ def main(argv=None):
           '|')
     print('| --- ' * (8 if args.memory_batch else 7) + '|')
     for arch, model, name, precision, tc, tr, ic, ir in rows:
-        train_cells = (f'{tc:.2f} | {tr:.2f}x' if tc is not None else
-                       '- | -')
+        train_cells = (f'{tc:.2f} | ' + (f'{tr:.2f}x' if tr else '-')
+                       if tc is not None else '- | -')
+        infer_ratio = f'{ir:.2f}x' if ir else '-'
         mem = ''
         if args.memory_batch:
             value = memory[arch].get(name) if precision == 'fp32' else None
             mem = f' | {value:.0f}' if value is not None else ' | -'
         print(f'| {model} | {name} | {precision} | {train_cells} | '
-              f'{ic:.2f} | {ir:.2f}x{mem} |')
+              f'{ic:.2f} | {infer_ratio}{mem} |')
     return rows
 
 

@@ -20,9 +20,15 @@ def main():
     parser.add_argument('--val-per-class', type=int, default=16)
     parser.add_argument('--frames', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--long-per-class', type=int, default=0,
+                        help='also write the "long" split: this many videos '
+                        'per class of --long-frames frames whose shape wraps '
+                        'around the frame (default: none)')
+    parser.add_argument('--long-frames', type=int, default=400)
     args = parser.parse_args()
     lists = generate(args.root, args.train_per_class, args.val_per_class,
-                     args.seed, args.frames)
+                     args.seed, args.frames, args.long_per_class,
+                     args.long_frames)
     for split, path in lists.items():
         count = sum(1 for _ in open(path))
         print(f'{split}: {count} videos, list {path}')

@@ -265,7 +265,26 @@ class X3DStem(nn.Module):
         return [('conv_t', 'bn')]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv_t(self.conv_xy(x))), inplace=True)
+        if _cpu_autocast_training(x, self.conv_xy.weight):
+            # oneDNN's reduced-precision weight gradient of a convolution
+            # with 3 input channels hangs or crashes (SIGSEGV) on CPUs with
+            # AMX in torch 2.13 (seen at 4x3x4x160x160 and 2x3x4x224x224,
+            # NCDHW and channels-last alike; tests/models/test_precision.py).
+            # This convolution is the cheapest of the network: it runs in
+            # float32, and the channelwise convolution after it casts to
+            # the autocast dtype as before.
+            with torch.autocast('cpu', enabled=False):
+                y = self.conv_xy(x.float())
+        else:
+            y = self.conv_xy(x)
+        return F.relu(self.bn(self.conv_t(y)), inplace=True)
+
+
+def _cpu_autocast_training(x: Tensor, weight: Tensor) -> bool:
+    """A CPU forward under autocast whose weight gradient will be
+    computed."""
+    return (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
+            and torch.is_grad_enabled() and weight.requires_grad)
 
 
 @MODELS.register_module()
