@@ -15,8 +15,7 @@ reference relative to the largest logit. ``auto`` marks the engine that
 
 Example (the table in the deployment docs)::
 
-    python tools/benchmark/engine_speed.py --archs xs --batches 1 8
-    python tools/benchmark/engine_speed.py --archs m --batches 1 --no-compile
+    python tools/benchmark/engine_speed.py --archs xs s m --batches 1 8
 """
 import argparse
 import copy
@@ -85,7 +84,12 @@ def build_runners(arch, batch, args, tmp_dir):
     runners['PyTorch eager, BN folded'] = ('pytorch', 'f32',
                                            torch_runner(folded))
     if args.compile:
-        compiled = torch.compile(copy.deepcopy(folded))
+        # Static shapes, compiled afresh for every model and batch: the
+        # models share their forward's code, and after a few recompiles
+        # dynamo would switch to dynamic shapes, which inductor 2.13 fails
+        # to lower for these convolutions ("Invalid ranges [0:-1]").
+        torch._dynamo.reset()
+        compiled = torch.compile(copy.deepcopy(folded), dynamic=False)
         runners['torch.compile, BN folded'] = ('pytorch', 'f32',
                                                torch_runner(compiled))
     if has_bf16():
