@@ -67,6 +67,45 @@ def test_fold_bn_single_layer_with_bias_and_groups():
             fold_bn(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
 
 
+def test_folded_channelwise_conv_stays_on_the_plugin_kernel(monkeypatch):
+    # The stem's 5x1x1 channelwise kernel is many times faster on the
+    # plugin's op than in oneDNN: folding keeps the class, and the op runs
+    # with the folded bias added after it.
+    import importlib
+    # The package's attribute of that name is the function.
+    cw = importlib.import_module('x3d_plugin.ops.channelwise_conv3d')
+    from x3d_plugin.ops import (ChannelwiseConv3d, extension_error,
+                                fast_channelwise_available)
+    # The extension is built wherever the tests run (setup_env.sh).
+    assert fast_channelwise_available(), extension_error()
+    torch.manual_seed(2)
+    conv = ChannelwiseConv3d(16, (5, 1, 1), padding=(2, 0, 0)).to(
+        memory_format=torch.channels_last_3d)
+    bn = randomize(nn.Sequential(nn.BatchNorm3d(16)))[0].eval()
+    fused = fold_bn(conv, bn)
+    assert type(fused) is ChannelwiseConv3d and fused.bias is not None
+    calls = []
+    real_op = cw._cpu_op
+    monkeypatch.setattr(cw, '_cpu_op',
+                        lambda *a: calls.append(1) or real_op(*a))
+    x = torch.randn(2, 16, 6, 5, 5).to(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), bn(conv(x)), rtol=1e-5,
+                                   atol=1e-5)
+    assert calls  # the op ran (the policy picks it for kt x 1 x 1)
+    # With a bias the op's gradients are nn.Conv3d's.
+    x.requires_grad_()
+    fused(x).square().sum().backward()
+    grads = (x.grad.clone(), fused.weight.grad.clone(),
+             fused.bias.grad.clone())
+    x.grad = None
+    fused.zero_grad()
+    nn.Conv3d.forward(fused, x).square().sum().backward()
+    for got, want in zip(grads, (x.grad, fused.weight.grad,
+                                 fused.bias.grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_folding_needs_eval_mode():
     with pytest.raises(RuntimeError, match='eval mode'):
         fuse_conv_bn(Net().train())

@@ -194,7 +194,8 @@ class ChannelwiseConv3d(nn.Conv3d):
 
     * the input is on the CPU with dtype float32, float64 or bfloat16 (or
       CPU autocast to bfloat16 is on),
-    * there is no bias, dilation is 1 and ``padding_mode`` is ``'zeros'``,
+    * dilation is 1 and ``padding_mode`` is ``'zeros'`` (a bias is added
+      after the op),
     * the extension is available and the fast path is switched on
       (:func:`set_fast_channelwise`),
     * the module is not being traced, scripted or exported to ONNX (those
@@ -211,7 +212,7 @@ class ChannelwiseConv3d(nn.Conv3d):
     ``torch.autocast('cuda')`` in the autocast dtype) it runs the op's
     Triton kernels, forward and backward, when Triton is available
     (:func:`triton_channelwise_available`), under the same conditions on
-    bias, dilation, padding mode, the switch and tracing.
+    dilation, padding mode, the switch and tracing, and without a bias.
 
     Otherwise it runs ``nn.Conv3d.forward`` (cuDNN on GPU). On the fast
     path the output is channels-last-3d (NTHWC in memory) whatever the
@@ -224,8 +225,9 @@ class ChannelwiseConv3d(nn.Conv3d):
         padding (int | tuple[int, int, int]): Zero padding. Defaults to 0.
         dilation (int | tuple[int, int, int]): Dilation; other than 1 it
             runs ``nn.Conv3d.forward``. Defaults to 1.
-        bias (bool): Whether to add a learnable bias (disables the fast
-            path). Defaults to False.
+        bias (bool): Whether to add a learnable bias (on the CPU fast path
+            added after the op; on CUDA it runs ``nn.Conv3d.forward``).
+            Defaults to False.
 
     Example:
         >>> conv = ChannelwiseConv3d(54, 3, stride=(1, 2, 2), padding=1)
@@ -251,15 +253,19 @@ class ChannelwiseConv3d(nn.Conv3d):
             groups=channels,
             bias=bias)
 
-    def _op_geometry(self) -> bool:
-        """Whether the op computes this module's convolution."""
-        return (self.bias is None and tuple(self.dilation) == (1, 1, 1)
+    def _op_geometry(self, with_bias: bool = False) -> bool:
+        """Whether the op computes this module's convolution (with
+        ``with_bias``: all of it but the bias, which is then added after
+        it)."""
+        return ((with_bias or self.bias is None)
+                and tuple(self.dilation) == (1, 1, 1)
                 and self.padding_mode == 'zeros'
                 and isinstance(self.padding, tuple)
                 and self.groups == self.in_channels == self.out_channels)
 
     def _fast_ok(self, x) -> bool:
-        return self._op_geometry() and _use_op(x, self.weight, self.stride)
+        return (self._op_geometry(with_bias=True)
+                and _use_op(x, self.weight, self.stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == 'cuda' and self._op_geometry():
@@ -268,5 +274,11 @@ class ChannelwiseConv3d(nn.Conv3d):
                 return _cw_conv3d_op(*cuda_inputs, self.stride,
                                      self.padding)
         if self._fast_ok(x):
-            return _cpu_op(x, self.weight, self.stride, self.padding)
+            out = _cpu_op(x, self.weight, self.stride, self.padding)
+            if self.bias is None:
+                return out
+            # A bias (BN folded in by fuse_conv_bn) is one more pass; the
+            # kt x 1 x 1 stem kernel in oneDNN costs far more (99 ms
+            # against 1.7 ms for X3D-M's stem at batch 1).
+            return out + self.bias.to(out.dtype).view(1, -1, 1, 1, 1)
         return super().forward(x)
