@@ -296,3 +296,51 @@ def test_cpu_ddp_through_the_plugin_runner(tmp_path):
     # all_reduce sums 1 + 2 over gloo on both ranks.
     for rank in (0, 1):
         assert (tmp_path / f'rank{rank}.txt').read_text() == 'gloo 3.0'
+
+
+def test_runner_stops_persistent_workers_after_training(tmp_path):
+    """After train() X3DRunner has stopped the loaders' persistent workers:
+    none is left for the interpreter's exit to kill with SIGTERM, which
+    PyTorch reports as "DataLoader worker ... is killed by signal:
+    Terminated" after a run that went well."""
+    script = tmp_path / 'train.py'
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, torch, x3d_plugin
+        from mmengine.model import BaseModel
+        from x3d_plugin.engine import X3DRunner
+
+        class Toy(BaseModel):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(3, 1)
+            def forward(self, inputs, data_samples=None, mode='tensor'):
+                out = self.fc(torch.stack(inputs))
+                return dict(loss=out.square().mean()) if mode == 'loss' \\
+                    else out
+
+        class Data(torch.utils.data.Dataset):
+            def __len__(self):
+                return 8
+            def __getitem__(self, i):
+                return dict(inputs=torch.full((3, ), float(i)))
+
+        runner = X3DRunner(
+            model=Toy(), work_dir={str(tmp_path / 'work')!r},
+            train_dataloader=dict(
+                dataset=Data(), batch_size=2, num_workers=2,
+                persistent_workers=True,
+                sampler=dict(type='DefaultSampler', shuffle=False)),
+            train_cfg=dict(by_epoch=True, max_epochs=2),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+            default_hooks=dict(checkpoint=None))
+        runner.train()
+        loader = runner.train_dataloader
+        print('iterator', loader._iterator,
+              'children', len(multiprocessing.active_children()))
+    """))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'iterator None children 0' in proc.stdout, proc.stdout[-2000:]
+    assert 'killed by signal' not in proc.stderr, proc.stderr[-3000:]

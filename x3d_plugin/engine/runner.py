@@ -20,6 +20,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from x3d_plugin.engine.loops import ResumableEpochBasedTrainLoop
 from x3d_plugin.registry import RUNNERS
 from x3d_plugin.utils.checkpoint_file import (MissingCheckpointError,
                                               is_local_path,
@@ -131,10 +132,16 @@ class X3DRunner(Runner):
     def build_train_loop(self, loop):
         if isinstance(loop, dict):
             kind = loop.get('type')
-            if kind == 'EpochBasedTrainLoop' or (kind is None
-                                                 and 'max_epochs' in loop):
-                loop = dict(loop,
-                            type='x3d_plugin.ResumableEpochBasedTrainLoop')
+            # MMEngine's forms of an epoch-based loop: the type, or no
+            # type and by_epoch=True (which then must not stay beside it).
+            if kind == 'EpochBasedTrainLoop' or (
+                    kind is None and loop.get('by_epoch',
+                                              'max_epochs' in loop)):
+                loop = {k: v for k, v in loop.items() if k != 'by_epoch'}
+                # The class itself: a name would need the x3d_plugin scope
+                # in the registry the runner builds from (its
+                # default_scope), which a runner built in code may lack.
+                loop['type'] = ResumableEpochBasedTrainLoop
         return super().build_train_loop(loop)
 
     def save_checkpoint(self, out_dir, filename, *args, **kwargs):
@@ -235,6 +242,23 @@ class X3DRunner(Runner):
                 if restore is not None:
                     with contextlib.suppress(Exception):
                         restore()
+            self._stop_persistent_workers()
+
+    def _stop_persistent_workers(self) -> None:
+        """Stop the data loaders' persistent workers now. Left running,
+        they are killed by multiprocessing's SIGTERM to daemonic children
+        when the interpreter exits, and PyTorch's SIGCHLD handler prints
+        "DataLoader worker ... is killed by signal: Terminated" after a
+        run that went well. A later ``val()`` or ``test()`` starts them
+        again."""
+        for name in ('_train_loop', '_val_loop', '_test_loop'):
+            loader = getattr(getattr(self, name, None), 'dataloader', None)
+            iterator = getattr(loader, '_iterator', None)
+            shutdown = getattr(iterator, '_shutdown_workers', None)
+            if shutdown is not None:
+                with contextlib.suppress(Exception):
+                    shutdown()
+                loader._iterator = None
 
 
 def _random_states() -> dict:
