@@ -8,8 +8,8 @@
 _base_ = ['../x3d_xs_demo.py']
 
 # Proxy schedule: 6 epochs, about 1-4 minutes per candidate with one
-# thread; the candidates' validation top-1 are then still far apart (the
-# README's "Expansion search" gives them and their seed-to-seed spread).
+# thread; J then moves by tens of points from seed to seed
+# (docs/expansion_search.md, "The demo search", gives the spread).
 proxy_epochs = 6
 train_cfg = dict(max_epochs=proxy_epochs, val_interval=proxy_epochs)
 param_scheduler = [
