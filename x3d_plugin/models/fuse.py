@@ -10,13 +10,12 @@ Only pairs where the BN directly follows the convolution are folded; the
 modules that hold such pairs name them in ``conv_bn_pairs`` (dotted names
 relative to the module). The BN is replaced by ``nn.Identity``.
 """
+import copy
 from typing import Tuple
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-
-from x3d_plugin.ops import ChannelwiseConv3d
 
 
 @torch.no_grad()
@@ -32,36 +31,13 @@ def fold_bn(conv: nn.Conv3d, bn: _BatchNorm) -> nn.Conv3d:
         shift = shift + bn.bias
     if conv.bias is not None:
         shift = shift + conv.bias * scale
-    if isinstance(conv, ChannelwiseConv3d):
-        # Stays on the plugin's kernel where it is faster (oneDNN's
-        # kt x 1 x 1 channelwise kernel is 50x slower than ours).
-        fused = ChannelwiseConv3d(
-            conv.in_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            bias=True)
-        fused.padding_mode = conv.padding_mode
-    else:
-        fused = nn.Conv3d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=True,
-            padding_mode=conv.padding_mode)
-    fused = fused.to(conv.weight.device, conv.weight.dtype)
+    # A copy keeps the class (a ChannelwiseConv3d stays on the plugin's
+    # kernel, whose kt x 1 x 1 forward is 50x oneDNN's), the geometry and
+    # the weights' memory format; only the weight and bias change.
+    fused = copy.deepcopy(conv)
     shape = (-1, ) + (1, ) * (conv.weight.dim() - 1)
     fused.weight.copy_(conv.weight * scale.reshape(shape))
-    fused.bias.copy_(shift)
-    # Keep the memory format of the weights (channels-last-3d stays so).
-    if conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and \
-            not conv.weight.is_contiguous():
-        fused = fused.to(memory_format=torch.channels_last_3d)
+    fused.bias = nn.Parameter(shift.to(conv.weight.dtype))
     return fused
 
 
