@@ -306,3 +306,61 @@ def test_a_stop_cancels_the_ray_tasks_and_their_trainers(tmp_path):
     finally:
         STOP.clear()
         ray.shutdown()
+
+
+class _RetryingRay:
+    """Ray's task API as ``RayLauncher._cancel`` uses it, with the race of
+    ray-project/ray#54260: the first cancel of ``retried`` lets Ray run it
+    again; the retry returns ``first_retry`` (``None``: it keeps running
+    until cancelled once more)."""
+
+    class Cancelled(Exception):
+        pass
+
+    def __init__(self, retried, first_retry):
+        self.retried, self.first_retry = retried, first_retry
+        self.cancels = {}
+        self.outcome = {}
+
+    def cancel(self, ref, force):
+        assert force
+        self.cancels[ref] = self.cancels.get(ref, 0) + 1
+        if ref in self.outcome:  # finished: nothing to cancel
+            return
+        if ref == self.retried and self.cancels[ref] == 1:
+            if self.first_retry is not None:
+                self.outcome[ref] = self.first_retry
+        else:
+            self.outcome[ref] = self.Cancelled()
+
+    def wait(self, refs, num_returns, timeout):
+        done = [r for r in refs if r in self.outcome]
+        return done, [r for r in refs if r not in self.outcome]
+
+    def get(self, ref, timeout):
+        outcome = self.outcome[ref]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+@pytest.mark.parametrize('first_retry', [
+    dict(cid='a', wall_s=0.1, busy='another process holds the lock'),
+    None,
+])
+def test_a_task_ray_retries_while_cancelling_is_cancelled_again(first_retry):
+    """A retry of a cancelled task that found the killed trainer's lock
+    still held is reported as interrupted, not busy; a retry that started
+    a trainer is cancelled again; a task that had finished keeps its
+    result."""
+    from x3d_plugin.apis.expansion import RayLauncher
+    launcher = RayLauncher.__new__(RayLauncher)
+    launcher.ray = _RetryingRay('ref-a', first_retry)
+    launcher.ray.outcome['ref-c'] = dict(cid='c', metrics={'acc/top1': 0.5})
+    refs = {f'ref-{c}': Job(c, {}, 'config.py', f'work/{c}', FAKE_TRAIN)
+            for c in 'abc'}
+    out = list(launcher._cancel(['ref-a', 'ref-b', 'ref-c'], refs))
+    assert [r['cid'] for r in out] == ['a', 'b', 'c']
+    assert out[0]['interrupted'] and out[1]['interrupted']
+    assert out[2] == dict(cid='c', metrics={'acc/top1': 0.5})
+    assert launcher.ray.cancels['ref-a'] == (1 if first_retry else 2)

@@ -304,6 +304,11 @@ class LocalLauncher:
             self._free.put(devices)
 
 
+# Rounds of ray.cancel and how long each waits for the tasks to end.
+CANCEL_ROUNDS = 3
+CANCEL_WAIT_S = 30
+
+
 class RayLauncher:
     """Candidates as Ray tasks on a Ray cluster, each reserving its CPUs
     and GPUs; Ray decides where and when each runs. The work directory
@@ -359,14 +364,34 @@ class RayLauncher:
                              for r in pending})
 
     def _cancel(self, pending, refs) -> Iterable[dict]:
+        """Cancel the pending tasks until Ray has ended them all. Ray may
+        retry a task it was cancelling (ray-project/ray#54260): the retry
+        either finds the killed trainer's lock still held and returns at
+        once, or starts a new trainer; the first is read as interrupted,
+        the second is cancelled in the next round."""
         ray = self.ray
+        results = {}
+        waiting = list(pending)
+        for _ in range(CANCEL_ROUNDS):
+            if not waiting:
+                break
+            for ref in waiting:
+                ray.cancel(ref, force=True)
+            done, waiting = ray.wait(waiting, num_returns=len(waiting),
+                                     timeout=CANCEL_WAIT_S)
+            for ref in done:
+                results[ref] = self._cancelled_result(ref, refs[ref])
         for ref in pending:
-            ray.cancel(ref, force=True)
-        # Wait until Ray has ended them: a finished one is still a result.
-        ray.wait(pending, num_returns=len(pending), timeout=60)
-        for ref in pending:
-            try:
-                result = ray.get(ref, timeout=0)
-            except Exception:  # cancelled: TaskCancelledError & co.
-                result = dict(cid=refs[ref].cid, interrupted=True)
-            yield result
+            yield results.get(ref) or dict(cid=refs[ref].cid,
+                                           interrupted=True)
+
+    def _cancelled_result(self, ref, job: Job) -> dict:
+        try:
+            result = self.ray.get(ref, timeout=0)
+        except Exception:  # cancelled: TaskCancelledError & co.
+            return dict(cid=job.cid, interrupted=True)
+        # A task that finished before the cancel is still a result; any
+        # other outcome (busy, killed trainer) is the stop's doing.
+        if 'metrics' in result:
+            return result
+        return dict(result, interrupted=True)
