@@ -1,5 +1,5 @@
 """The README's main job: X3D-XS trained from scratch on the embedded demo
-dataset reaches at least 90% top-1 with multi-view testing. About 8
+dataset reaches at least 90% top-1 with multi-view testing. About 7
 minutes on 2 CPU cores; the time is printed, not asserted."""
 import os
 import re
