@@ -38,6 +38,7 @@ If the build fails (no compiler, no ninja, compile error) one
 ``F.conv3d``. ``X3D_PLUGIN_NO_EXT=1`` never builds or loads it;
 ``X3D_PLUGIN_EXT_VERBOSE=1`` shows the compiler's output.
 """
+import functools
 import hashlib
 import os
 import platform
@@ -82,11 +83,17 @@ def cpu_isas(flags: Optional[Sequence[str]] = None) -> tuple:
     """The build classes (best first) a CPU with ``flags`` (default: this
     CPU's, from /proc/cpuinfo) can run."""
     if flags is None:
-        flags = cpu_info()[1]
+        # Asked at every channelwise forward (the forward policy): once.
+        return _this_cpu_isas()
     flags = set(flags)
     x86 = platform.machine().lower() in ('x86_64', 'amd64')
     return tuple(c for c in ISA_CLASSES
                  if c == 'generic' or (x86 and _ISA_FLAGS[c] <= flags))
+
+
+@functools.lru_cache(maxsize=None)
+def _this_cpu_isas() -> tuple:
+    return cpu_isas(cpu_info()[1])
 
 
 def cpu_isa() -> str:
