@@ -257,6 +257,19 @@ def test_an_old_torch_stops_the_import():
                                   'torch>=2.6 and found torch 2.4.0')
 
 
+# The model of the child scripts below (MMEngine's BaseModel over one
+# Linear(3, 1)): a batch is a list of 3-vectors; mode='loss' gives a loss.
+TOY_MODEL = textwrap.indent(textwrap.dedent('''
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 1)
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.fc(torch.stack(inputs))
+            return dict(loss=out.square().mean()) if mode == 'loss' else out
+''').strip(), ' ' * 8).lstrip()
+
+
 def test_cpu_ddp_through_the_plugin_runner(tmp_path):
     """X3DRunner with launcher='pytorch' on a CPU-only torch: a gloo process
     group (the config asks for nccl, as MMEngine's default does) and the DDP
@@ -268,12 +281,7 @@ def test_cpu_ddp_through_the_plugin_runner(tmp_path):
         from mmengine.model import BaseModel, MMDistributedDataParallel
         from x3d_plugin.engine import X3DRunner
 
-        class Toy(BaseModel):
-            def __init__(self):
-                super().__init__()
-                self.fc = torch.nn.Linear(3, 1)
-            def forward(self, x, mode='tensor'):
-                return self.fc(x)
+        {TOY_MODEL}
 
         runner = X3DRunner(model=Toy(), work_dir={str(tmp_path)!r},
                            launcher='pytorch',
@@ -309,14 +317,7 @@ def test_runner_stops_persistent_workers_after_training(tmp_path):
         from mmengine.model import BaseModel
         from x3d_plugin.engine import X3DRunner
 
-        class Toy(BaseModel):
-            def __init__(self):
-                super().__init__()
-                self.fc = torch.nn.Linear(3, 1)
-            def forward(self, inputs, data_samples=None, mode='tensor'):
-                out = self.fc(torch.stack(inputs))
-                return dict(loss=out.square().mean()) if mode == 'loss' \\
-                    else out
+        {TOY_MODEL}
 
         class Data(torch.utils.data.Dataset):
             def __len__(self):
