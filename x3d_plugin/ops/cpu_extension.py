@@ -61,6 +61,9 @@ __all__ = [
 
 SOURCE = Path(__file__).resolve().parent / 'csrc' / 'channelwise_conv3d.cpp'
 SOURCE_L16 = SOURCE.with_name('channelwise_conv3d_l16.cpp')
+# Batch normalisation (+ ReLU, + residual) of channels-last tensors, ops in
+# the same namespace as the 8-lane kernels (x3d_plugin.ops.batch_norm).
+SOURCE_BN = SOURCE.with_name('batch_norm_cl.cpp')
 # Best first.
 ISA_CLASSES = ('avx512_bf16', 'avx512', 'avx2', 'generic')
 _AVX512 = {'avx512f', 'avx512bw', 'avx512dq', 'avx512vl', 'avx2', 'fma'}
@@ -147,14 +150,14 @@ def compile_flags(isa: str) -> list:
 def sources(isa: str) -> list:
     """The C++ files of the build of class ``isa``."""
     if isa in ('avx512', 'avx512_bf16'):
-        return [str(SOURCE), str(SOURCE_L16)]
-    return [str(SOURCE)]
+        return [str(SOURCE), str(SOURCE_L16), str(SOURCE_BN)]
+    return [str(SOURCE), str(SOURCE_BN)]
 
 
 def _namespaces(isa: str) -> tuple:
     """(8-lane ops, 16-lane ops or None) of a loaded build."""
     wide = (getattr(torch.ops, namespace(isa) + '_l16')
-            if len(sources(isa)) > 1 else None)
+            if str(SOURCE_L16) in sources(isa) else None)
     return getattr(torch.ops, namespace(isa)), wide
 
 
@@ -172,6 +175,7 @@ def build_spec(isa: str):
     cflags = compile_flags(isa)
     h = hashlib.sha256()
     for part in (SOURCE.read_bytes(), SOURCE_L16.read_bytes(),
+                 SOURCE_BN.read_bytes(),
                  repr(cflags).encode(),
                  torch.__version__.encode(),
                  str(getattr(torch.version, 'git_version', '')).encode(),
@@ -310,6 +314,14 @@ def kernels(channels: int = 0, dtype: torch.dtype = torch.float32):
     if wide is not None and wide_lanes(channels, dtype):
         return wide
     return narrow
+
+
+def bn_kernels():
+    """The ``torch.ops`` namespace whose ``bn_forward`` and
+    ``bn_backward`` :mod:`x3d_plugin.ops.batch_norm` calls (the build the
+    channelwise ops call)."""
+    require_extension()
+    return _LOADED[_ACTIVE[0]][0]
 
 
 def active_isa() -> Optional[str]:

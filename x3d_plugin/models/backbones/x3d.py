@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from x3d_plugin.ops import ChannelwiseConv3d
+from x3d_plugin.ops.batch_norm import batch_norm_act, scale_silu
 from x3d_plugin.registry import MODELS
 from ..checkpoint import load_checkpoint_strict
 from ..precision import cpu_bf16_as_fp32
@@ -77,14 +78,18 @@ class SqueezeExcitation(nn.Module):
         self.fc1 = nn.Conv3d(channels, hidden, kernel_size=1, bias=True)
         self.fc2 = nn.Conv3d(hidden, channels, kernel_size=1, bias=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def scale(self, x: Tensor) -> Tensor:
+        """The factors ``forward`` multiplies ``x`` by: ``N x C x 1 x 1 x
+        1`` (``N x C x T x 1 x 1`` with a window)."""
         if self.window is None:
             scale = x.mean(dim=(2, 3, 4), keepdim=True)
         else:
             scale = causal_window_mean(x.mean(dim=(3, 4)), self.window)
             scale = scale[..., None, None]
-        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(scale))))
-        return x * scale
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(scale))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale(x)
 
 
 def causal_window_mean(x: Tensor, window: int) -> Tensor:
@@ -174,18 +179,25 @@ class X3DBlock(nn.Module):
         return pairs
 
     def _residual(self, x: Tensor) -> Tensor:
-        # In place where autograd allows it (neither BN nor a convolution
-        # needs its output for backward): fewer full-size tensors.
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(out))
+        # BN with the residual addition and ReLU or swish after it, and
+        # SE's scaling with the swish, run fused where batch_norm_act and
+        # scale_silu can (CPU, channels-last), else as modules.
+        out = batch_norm_act(self.conv1(x), self.bn1, act='relu')
         if self.se is not None:
-            out = self.se(out)
-        out = self.bn3(self.conv3(swish(out)))
-        identity = x if self.downsample is None else self.downsample(x)
+            out = batch_norm_act(self.conv2(out), self.bn2)
+            out = scale_silu(out, self.se.scale(out))
+        else:
+            out = batch_norm_act(self.conv2(out), self.bn2, act='silu')
+        out = self.conv3(out)
+        if self.downsample is None:
+            identity = x
+        else:
+            identity = batch_norm_act(self.downsample[0](x),
+                                      self.downsample[1])
         if self.temporal_crop:
             crop = self.temporal_crop
             identity = identity[:, :, crop:identity.shape[2] - crop]
-        return F.relu(out.add_(identity), inplace=True)
+        return batch_norm_act(out, self.bn3, act='relu', residual=identity)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and self.training and torch.is_grad_enabled():
@@ -277,7 +289,7 @@ class X3DStem(nn.Module):
                 y = self.conv_xy(x.float())
         else:
             y = self.conv_xy(x)
-        return F.relu(self.bn(self.conv_t(y)), inplace=True)
+        return batch_norm_act(self.conv_t(y), self.bn, act='relu')
 
 
 def _cpu_autocast_training(x: Tensor, weight: Tensor) -> bool:

@@ -5,6 +5,7 @@ from mmaction.models.heads import BaseHead
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
+from x3d_plugin.ops.batch_norm import batch_norm_act
 from x3d_plugin.registry import MODELS
 from ..precision import cpu_bf16_as_fp32
 
@@ -88,7 +89,7 @@ class X3DHead(BaseHead):
             return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn5(self.conv5(x)))
+        x = batch_norm_act(self.conv5(x), self.bn5, act='relu')
         x = x.mean(dim=(2, 3, 4))
         x = self.relu(self.fc1(x))
         if self.dropout is not None:

@@ -1,0 +1,198 @@
+"""Batch normalisation of channels-last activations on CPU, with the ReLU
+and the residual addition that follow it in X3D fused in.
+
+:func:`batch_norm_act` computes ``relu(bn(x) + residual)`` (either part
+optional) for an ``nn.BatchNorm3d`` ``bn``. On CPU, for channels-last-3d
+float32 or bfloat16 activations, it runs the C++ kernels built with the
+channelwise convolution (``csrc/batch_norm_cl.cpp``, see
+:mod:`x3d_plugin.ops.cpu_extension`): PyTorch's channels-last BN forward
+and backward read and write the tensors several times more than needed
+(their forward + backward of a 4x54x4x80x80 float32 tensor took 29x the
+time of copying it on a 2-core AVX-512 Xeon; docs/benchmarks.md). It is
+the same computation as ``nn.BatchNorm3d``'s forward: batch statistics
+while training (or without running statistics), the running ones in
+eval mode, running statistics updated with the module's ``momentum`` (or
+the cumulative average when it is None) and the unbiased variance,
+``num_batches_tracked`` counted.
+
+Everywhere else it calls the module and PyTorch's ``relu``: other devices,
+other memory formats or dtypes, BN subclasses (e.g. ``SyncBatchNorm``),
+modules that are not BN (a folded BN is an ``nn.Identity``), scripting,
+tracing, ONNX export and ``torch.compile``, a build that failed, and
+after :func:`set_fast_batch_norm` ``(False)``.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from x3d_plugin.ops import cpu_extension
+
+__all__ = [
+    'batch_norm_act', 'scale_silu', 'set_fast_batch_norm',
+    'fast_batch_norm_enabled'
+]
+
+_ENABLED = [True]
+_DTYPES = (torch.float32, torch.bfloat16)
+_CL = torch.channels_last_3d
+
+
+def set_fast_batch_norm(enabled: bool) -> bool:
+    """Switches the C++ path of :func:`batch_norm_act` on or off; returns
+    the previous setting. Off, it runs the module and ``F.relu``."""
+    previous = _ENABLED[0]
+    _ENABLED[0] = bool(enabled)
+    return previous
+
+
+def fast_batch_norm_enabled() -> bool:
+    """Whether the C++ path is switched on (:func:`set_fast_batch_norm`)."""
+    return _ENABLED[0]
+
+
+def _fast_ok(x: Tensor, bn: nn.Module, residual: Optional[Tensor]) -> bool:
+    if not _ENABLED[0] or type(bn) is not nn.BatchNorm3d or not bn.affine:
+        return False
+    if (torch.jit.is_scripting() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()):
+        return False
+    if (x.device.type != 'cpu' or x.dim() != 5 or x.dtype not in _DTYPES
+            or bn.weight.dtype != torch.float32
+            or not x.is_contiguous(memory_format=_CL)):
+        return False
+    if residual is not None and (
+            residual.shape != x.shape or residual.dtype != x.dtype
+            or residual.device != x.device
+            or not residual.is_contiguous(memory_format=_CL)):
+        return False
+    if bn.training or bn.running_mean is None:
+        if x.numel() // max(x.shape[1], 1) < 2:
+            return False  # PyTorch's error: one value per channel
+    return cpu_extension.fast_channelwise_available()
+
+
+_ACTS = {None: 0, 'relu': 1, 'silu': 2}
+
+
+def _act(out: Tensor, act: Optional[str], inplace: bool) -> Tensor:
+    if act == 'relu':
+        return F.relu(out, inplace=inplace)
+    if act == 'silu':
+        return F.silu(out)  # its backward needs its input
+    return out
+
+
+def batch_norm_act(x: Tensor,
+                   bn: nn.Module,
+                   act: Optional[str] = None,
+                   residual: Optional[Tensor] = None) -> Tensor:
+    """``act(bn(x) + residual)``, the residual and the activation optional.
+
+    Args:
+        x (Tensor): Input, ``N x C x T x H x W``.
+        bn (nn.Module): The normalisation layer (any module; the fused
+            C++ path takes an affine ``nn.BatchNorm3d``).
+        act (str, optional): ``'relu'``, ``'silu'`` or None.
+        residual (Tensor, optional): Added after the normalisation (not
+            with ``'silu'``).
+
+    Returns:
+        Tensor: The result, channels-last-3d on the fused path.
+    """
+    if act not in _ACTS:
+        raise ValueError(f'act={act!r}: use one of {list(_ACTS)}')
+    if residual is not None and act == 'silu':
+        raise ValueError("a residual is added only before 'relu' or no act")
+    if not _fast_ok(x, bn, residual):
+        out = bn(x)
+        if residual is not None:
+            out = out + residual if out is x else out.add_(residual)
+        return _act(out, act, inplace=out is not x)
+    batch_stats = bn.training or bn.running_mean is None
+    update = bn.training and bn.track_running_stats
+    momentum = 0.0
+    if update:
+        bn.num_batches_tracked.add_(1)
+        momentum = (bn.momentum if bn.momentum is not None else 1.0 /
+                    float(bn.num_batches_tracked))
+    # Modules without running statistics pass empty ones (never read).
+    running_mean = (bn.running_mean if bn.running_mean is not None else
+                    bn.weight.new_empty(0))
+    running_var = (bn.running_var if bn.running_var is not None else
+                   bn.weight.new_empty(0))
+    return _BatchNormAct.apply(x, residual, bn.weight, bn.bias, running_mean,
+                               running_var, batch_stats, update,
+                               float(momentum), float(bn.eps), _ACTS[act])
+
+
+def scale_silu(x: Tensor, scale: Tensor) -> Tensor:
+    """``silu(x * scale)`` for a per-(sample, channel) ``scale`` of shape
+    ``N x C x 1 x 1 x 1`` (squeeze-and-excitation, then swish); fused on
+    CPU for channels-last-3d float32 or bfloat16 ``x``."""
+    if (_ENABLED[0] and x.device.type == 'cpu' and x.dim() == 5
+            and x.dtype in _DTYPES and scale.dtype == x.dtype
+            and scale.shape == (*x.shape[:2], 1, 1, 1)
+            and x.is_contiguous(memory_format=_CL)
+            and not (torch.jit.is_scripting() or torch.jit.is_tracing()
+                     or torch.onnx.is_in_onnx_export()
+                     or torch.compiler.is_compiling())
+            and cpu_extension.fast_channelwise_available()):
+        return _ScaleSilu.apply(x, scale.contiguous())
+    return F.silu(x * scale)
+
+
+class _BatchNormAct(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, running_mean, running_var,
+                batch_stats, update, momentum, eps, act):
+        ops = cpu_extension.bn_kernels()
+        with torch.no_grad():
+            y, mean, invstd = ops.bn_forward(x, residual, weight, bias,
+                                             running_mean, running_var,
+                                             batch_stats, update, momentum,
+                                             eps, act)
+        ctx.batch_stats = batch_stats
+        ctx.act = act
+        ctx.has_residual = residual is not None
+        # ReLU's backward masks by y; SiLU's recomputes from x.
+        ctx.save_for_backward(x, y if act == 1 else None, weight, bias, mean,
+                              invstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, y, weight, bias, mean, invstd = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=_CL)
+        want_res = ctx.has_residual and ctx.needs_input_grad[1]
+        gx, gw, gb, gres = cpu_extension.bn_kernels().bn_backward(
+            grad_y, x, y, weight, bias, mean, invstd, ctx.batch_stats,
+            ctx.act, want_res and ctx.act == 1)
+        if want_res:
+            gres = gres if ctx.act == 1 else grad_y
+        else:
+            gres = None
+        return (gx if ctx.needs_input_grad[0] else None, gres,
+                gw if ctx.needs_input_grad[2] else None,
+                gb if ctx.needs_input_grad[3] else None, None, None, None,
+                None, None, None, None)
+
+
+class _ScaleSilu(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.save_for_backward(x, scale)
+        with torch.no_grad():
+            return cpu_extension.bn_kernels().scale_silu_forward(x, scale)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, scale = ctx.saved_tensors
+        gx, gs = cpu_extension.bn_kernels().scale_silu_backward(
+            grad_y.contiguous(memory_format=_CL), x, scale)
+        return gx, gs
