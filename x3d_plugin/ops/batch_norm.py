@@ -1,27 +1,29 @@
-"""Batch normalisation of channels-last activations on CPU, with the ReLU
-and the residual addition that follow it in X3D fused in.
+"""Batch normalisation of channels-last activations on CPU with what
+follows it in X3D fused in, and squeeze-and-excitation with its swish.
 
-:func:`batch_norm_act` computes ``relu(bn(x) + residual)`` (either part
-optional) for an ``nn.BatchNorm3d`` ``bn``. On CPU, for channels-last-3d
-float32 or bfloat16 activations, it runs the C++ kernels built with the
-channelwise convolution (``csrc/batch_norm_cl.cpp``, see
-:mod:`x3d_plugin.ops.cpu_extension`): PyTorch's channels-last BN forward
-and backward read and write the tensors several times more than needed
-(their forward + backward of a 4x54x4x80x80 float32 tensor took 29x the
-time of copying it on a 2-core AVX-512 Xeon; docs/benchmarks.md). It is
-the same computation as ``nn.BatchNorm3d``'s forward: batch statistics
-while training (or without running statistics), the running ones in
-eval mode, running statistics updated with the module's ``momentum`` (or
-the cumulative average when it is None) and the unbiased variance,
+:func:`batch_norm_act` computes ``act(bn(x) + residual)`` (the residual
+and the ReLU or SiLU optional) for an ``nn.BatchNorm3d`` ``bn``;
+:func:`squeeze_excite_silu` computes ``silu(x * excite(mean(x)))``. On
+CPU, for channels-last-3d float32 or bfloat16 activations, both run the
+C++ kernels built with the channelwise convolution
+(``csrc/batch_norm_cl.cpp``, see :mod:`x3d_plugin.ops.cpu_extension`):
+PyTorch's channels-last BN forward and backward read and write the
+tensors several times more than needed (their forward + backward of a
+4x54x4x80x80 float32 tensor took about 30x the time of copying it on a
+2-core AVX-512 Xeon; docs/benchmarks.md). :func:`batch_norm_act` is the
+same computation as ``nn.BatchNorm3d``'s forward: batch statistics while
+training (or without running statistics), the running ones in eval mode,
+running statistics updated with the module's ``momentum`` (or the
+cumulative average when it is None) and the unbiased variance,
 ``num_batches_tracked`` counted.
 
-Everywhere else it calls the module and PyTorch's ``relu``: other devices,
-other memory formats or dtypes, BN subclasses (e.g. ``SyncBatchNorm``),
-modules that are not BN (a folded BN is an ``nn.Identity``), scripting,
-tracing, ONNX export and ``torch.compile``, a build that failed, and
-after :func:`set_fast_batch_norm` ``(False)``.
+Everywhere else they call the modules and PyTorch's functions: other
+devices, other memory formats or dtypes, BN subclasses (e.g.
+``SyncBatchNorm``), modules that are not BN (a folded BN is an
+``nn.Identity``), scripting, tracing, ONNX export and ``torch.compile``, a
+build that failed, and after :func:`set_fast_batch_norm` ``(False)``.
 """
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -31,7 +33,8 @@ from torch import Tensor
 from x3d_plugin.ops import cpu_extension
 
 __all__ = [
-    'batch_norm_act', 'scale_silu', 'set_fast_batch_norm',
+    'batch_norm_act', 'squeeze_excite_silu',
+    'set_fast_batch_norm',
     'fast_batch_norm_enabled'
 ]
 
@@ -129,20 +132,30 @@ def batch_norm_act(x: Tensor,
                                float(momentum), float(bn.eps), _ACTS[act])
 
 
-def scale_silu(x: Tensor, scale: Tensor) -> Tensor:
-    """``silu(x * scale)`` for a per-(sample, channel) ``scale`` of shape
-    ``N x C x 1 x 1 x 1`` (squeeze-and-excitation, then swish); fused on
-    CPU for channels-last-3d float32 or bfloat16 ``x``."""
-    if (_ENABLED[0] and x.device.type == 'cpu' and x.dim() == 5
-            and x.dtype in _DTYPES and scale.dtype == x.dtype
-            and scale.shape == (*x.shape[:2], 1, 1, 1)
-            and x.is_contiguous(memory_format=_CL)
+def _scale_ok(x: Tensor) -> bool:
+    return (_ENABLED[0] and x.device.type == 'cpu' and x.dim() == 5
+            and x.dtype in _DTYPES and x.is_contiguous(memory_format=_CL)
             and not (torch.jit.is_scripting() or torch.jit.is_tracing()
                      or torch.onnx.is_in_onnx_export()
                      or torch.compiler.is_compiling())
-            and cpu_extension.fast_channelwise_available()):
-        return _ScaleSilu.apply(x, scale.contiguous())
-    return F.silu(x * scale)
+            and cpu_extension.fast_channelwise_available())
+
+
+def squeeze_excite_silu(x: Tensor, excite: Callable[[Tensor],
+                                                    Tensor]) -> Tensor:
+    """``silu(x * excite(x.mean((2, 3, 4), keepdim=True)))``:
+    squeeze-and-excitation, then swish. ``excite`` maps the pooled
+    ``N x C x 1 x 1 x 1`` tensor to the scale (SE's two 1x1x1 convolutions
+    and sigmoid). On the fused path the gradient that reaches ``x`` through
+    the pooling is added by the same kernel that computes the rest of
+    ``x``'s gradient."""
+    if not _scale_ok(x):
+        return F.silu(x * excite(x.mean(dim=(2, 3, 4), keepdim=True)))
+    link = {}
+    scale = excite(_SEPool.apply(x, link))
+    if scale.dtype != x.dtype:
+        scale = scale.to(x.dtype)
+    return _SEScaleSilu.apply(x, scale.contiguous(), link)
 
 
 class _BatchNormAct(torch.autograd.Function):
@@ -159,8 +172,10 @@ class _BatchNormAct(torch.autograd.Function):
         ctx.batch_stats = batch_stats
         ctx.act = act
         ctx.has_residual = residual is not None
-        # ReLU's backward masks by y; SiLU's recomputes from x.
-        ctx.save_for_backward(x, y if act == 1 else None, weight, bias, mean,
+        # The backward recomputes the activation's input from x, except
+        # after a residual addition, where ReLU's mask is read from y.
+        keep_y = act == 1 and residual is not None
+        ctx.save_for_backward(x, y if keep_y else None, weight, bias, mean,
                               invstd)
         return y
 
@@ -182,17 +197,45 @@ class _BatchNormAct(torch.autograd.Function):
                 None, None, None, None)
 
 
-class _ScaleSilu(torch.autograd.Function):
+class _SEScaleSilu(torch.autograd.Function):
+    """``silu(x * scale)`` whose gradient for ``x`` is written by
+    :class:`_SEPool`'s backward (which runs after this one: the scale is
+    computed from the pooled ``x``), together with the pooling's."""
 
     @staticmethod
-    def forward(ctx, x, scale):
+    def forward(ctx, x, scale, link):
         ctx.save_for_backward(x, scale)
-        with torch.no_grad():
-            return cpu_extension.bn_kernels().scale_silu_forward(x, scale)
+        ctx.link = link
+        return cpu_extension.bn_kernels().scale_silu_forward(x, scale)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, scale = ctx.saved_tensors
-        gx, gs = cpu_extension.bn_kernels().scale_silu_backward(
-            grad_y.contiguous(memory_format=_CL), x, scale)
-        return gx, gs
+        grad_y = grad_y.contiguous(memory_format=_CL)
+        gs = cpu_extension.bn_kernels().scale_silu_grad_scale(
+            grad_y, x, scale)
+        if ctx.needs_input_grad[0]:
+            ctx.link['grad_y'] = (grad_y, x, scale)
+        return None, gs, None
+
+
+class _SEPool(torch.autograd.Function):
+    """SE's mean over T, H and W; its backward writes ``x``'s whole
+    gradient: the pooling's plus the one :class:`_SEScaleSilu` left."""
+
+    @staticmethod
+    def forward(ctx, x, link):
+        ctx.link = link
+        ctx.shape = x.shape
+        return x.mean(dim=(2, 3, 4), keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad_pooled):
+        n, c, t, h, w = ctx.shape
+        add = grad_pooled.float().reshape(n * c) / float(t * h * w)
+        stash = ctx.link.pop('grad_y', None)
+        if stash is None:  # no gradient came through the scaling
+            return (grad_pooled / float(t * h * w)).expand(ctx.shape), None
+        grad_y, x, scale = stash
+        return cpu_extension.bn_kernels().scale_silu_grad_input(
+            grad_y, x, scale, add), None

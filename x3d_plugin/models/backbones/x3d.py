@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from x3d_plugin.ops import ChannelwiseConv3d
-from x3d_plugin.ops.batch_norm import batch_norm_act, scale_silu
+from x3d_plugin.ops.batch_norm import batch_norm_act, squeeze_excite_silu
 from x3d_plugin.registry import MODELS
 from ..checkpoint import load_checkpoint_strict
 from ..precision import cpu_bf16_as_fp32
@@ -78,18 +78,25 @@ class SqueezeExcitation(nn.Module):
         self.fc1 = nn.Conv3d(channels, hidden, kernel_size=1, bias=True)
         self.fc2 = nn.Conv3d(hidden, channels, kernel_size=1, bias=True)
 
-    def scale(self, x: Tensor) -> Tensor:
-        """The factors ``forward`` multiplies ``x`` by: ``N x C x 1 x 1 x
-        1`` (``N x C x T x 1 x 1`` with a window)."""
-        if self.window is None:
-            scale = x.mean(dim=(2, 3, 4), keepdim=True)
-        else:
-            scale = causal_window_mean(x.mean(dim=(3, 4)), self.window)
-            scale = scale[..., None, None]
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(scale))))
+    def excite(self, pooled: Tensor) -> Tensor:
+        """The factors for the pooled input (``N x C x 1 x 1 x 1``, or
+        ``N x C x T x 1 x 1`` with a window)."""
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale(x)
+        if self.window is None:
+            pooled = x.mean(dim=(2, 3, 4), keepdim=True)
+        else:
+            pooled = causal_window_mean(x.mean(dim=(3, 4)), self.window)
+            pooled = pooled[..., None, None]
+        return x * self.excite(pooled)
+
+    def forward_silu(self, x: Tensor) -> Tensor:
+        """``swish(self(x))``, fused where
+        :func:`~x3d_plugin.ops.batch_norm.squeeze_excite_silu` can."""
+        if self.window is not None:
+            return swish(self(x))
+        return squeeze_excite_silu(x, self.excite)
 
 
 def causal_window_mean(x: Tensor, window: int) -> Tensor:
@@ -180,12 +187,12 @@ class X3DBlock(nn.Module):
 
     def _residual(self, x: Tensor) -> Tensor:
         # BN with the residual addition and ReLU or swish after it, and
-        # SE's scaling with the swish, run fused where batch_norm_act and
-        # scale_silu can (CPU, channels-last), else as modules.
+        # SE with the swish, run fused where batch_norm_act and
+        # squeeze_excite_silu can (CPU, channels-last), else as modules.
         out = batch_norm_act(self.conv1(x), self.bn1, act='relu')
         if self.se is not None:
             out = batch_norm_act(self.conv2(out), self.bn2)
-            out = scale_silu(out, self.se.scale(out))
+            out = self.se.forward_silu(out)
         else:
             out = batch_norm_act(self.conv2(out), self.bn2, act='silu')
         out = self.conv3(out)

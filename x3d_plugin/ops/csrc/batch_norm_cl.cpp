@@ -11,13 +11,15 @@
 //   bn_backward(grad_y, x, y?, weight, bias, mean, invstd, batch_stats, act,
 //               residual_grad) -> (grad_x, grad_weight, grad_bias, grad_res)
 //   scale_silu_forward(x, s) -> y
-//   scale_silu_backward(grad_y, x, s) -> (grad_x, grad_s)
+//   scale_silu_grad_scale(grad_y, x, s) -> grad_s
+//   scale_silu_grad_input(grad_y, x, s, add?) -> grad_x (+ add per (n, c))
 // act: 0 none, 1 ReLU, 2 SiLU (no residual with SiLU). x (and residual,
 // grad_y, y) are channels-last-3d (N, C, T, H, W), i.e. (M, C) rows of C
 // contiguous channels, float32 or bfloat16; the affine parameters, running
-// statistics, mean and invstd are float32 of C. The ReLU backward masks
-// by y > 0 (y is needed); the SiLU backward recomputes the normalised value
-// from x. grad_res is the masked gradient, returned only when
+// statistics, mean and invstd are float32 of C. The backward recomputes
+// the normalised value from x for the ReLU mask and SiLU's derivative;
+// after a residual addition it masks by y > 0 instead (y is given only
+// then). grad_res is the masked gradient, returned only when
 // residual_grad and a ReLU is fused (without one it is grad_y).
 //
 // PyTorch's channels-last BN kernels read and write these tensors several
@@ -347,22 +349,31 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(
   return {y, mean_t, invstd_t};
 }
 
-// The gradient at the normalised value: grad_y masked by y > 0 (ReLU) or
-// times silu'(x * a + b) (SiLU).
-template <typename S, int64_t ACT>
+// Where the backward's g (the gradient at the normalised value, before
+// the activation) comes from:
+//   kDy    grad_y (no activation)
+//   kReluX grad_y where x * a + b > 0 (ReLU; the forward's own sum, so
+//          the same mask as y > 0, and y need not be read)
+//   kReluY grad_y where y > 0 (ReLU after a residual addition)
+//   kSilu  grad_y * silu'(x * a + b)
+//   kBuf   a buffer holding g (pass 2 after kReluY wrote it)
+enum GradFrom { kDy, kReluX, kReluY, kSiluX, kBuf };
+
+template <typename S, int G>
 inline float grad_at(const S* gr, const S* xr, const S* yr, const float* a,
                      const float* b, int64_t j) {
   float g = ld(gr, j);
-  if (ACT == kRelu) g = ld(yr, j) > 0.f ? g : 0.f;
-  if (ACT == kSilu) g *= dsilu(ld(xr, j) * a[j] + b[j]);
+  if (G == kReluX) g = ld(xr, j) * a[j] + b[j] > 0.f ? g : 0.f;
+  if (G == kReluY) g = ld(yr, j) > 0.f ? g : 0.f;
+  if (G == kSiluX) g *= dsilu(ld(xr, j) * a[j] + b[j]);
   return g;
 }
 
 // Pass 1 of the backward: per channel sum(g) and sum(g * (x - mean)); g
-// written to gres (GRES).
-template <typename S, int64_t ACT, bool GRES>
+// written to gbuf if given.
+template <typename S, int G, bool WRITE>
 void grad_sums(const S* __restrict__ gy, const S* __restrict__ x,
-               const S* __restrict__ y, S* __restrict__ gres,
+               const S* __restrict__ y, S* __restrict__ gbuf,
                const float* mean0, const float* a0, const float* b0,
                int64_t M, int64_t C, std::vector<double>* sg,
                std::vector<double>* sgx) {
@@ -393,12 +404,12 @@ void grad_sums(const S* __restrict__ gy, const S* __restrict__ x,
         const int64_t len = std::min(P, hi - o);
         const S* __restrict__ gr = gy + o;
         const S* __restrict__ xr = x + o;
-        const S* __restrict__ yr = ACT == kRelu ? y + o : nullptr;
-        S* __restrict__ wr = GRES ? gres + o : nullptr;
+        const S* __restrict__ yr = G == kReluY ? y + o : nullptr;
+        S* __restrict__ wr = WRITE ? gbuf + o : nullptr;
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
-          const float g = grad_at<S, ACT>(gr, xr, yr, a, b, j);
-          if (GRES) st(wr, j, g);
+          const float g = grad_at<S, G>(gr, xr, yr, a, b, j);
+          if (WRITE) st(wr, j, g);
           sp[j] += g;
           qp[j] += g * (ld(xr, j) - mean[j]);
         }
@@ -421,11 +432,11 @@ void grad_sums(const S* __restrict__ gy, const S* __restrict__ x,
 }
 
 // Pass 2: grad_x = g * k1 + x * k2 + k3 per channel.
-template <typename S, int64_t ACT>
+template <typename S, int G>
 void grad_input(const S* __restrict__ gy, const S* __restrict__ x,
-                const S* __restrict__ y, S* __restrict__ gx,
-                const float* a0, const float* b0, const float* k10,
-                const float* k20, const float* k30, int64_t M, int64_t C) {
+                S* __restrict__ gx, const float* a0, const float* b0,
+                const float* k10, const float* k20, const float* k30,
+                int64_t M, int64_t C) {
   const int64_t P = period(C).P, total = M * C, nblk = (total + P - 1) / P;
   const std::vector<float> av = tiled(a0, C, P), bv = tiled(b0, C, P),
                            v1 = tiled(k10, C, P), v2 = tiled(k20, C, P),
@@ -441,11 +452,10 @@ void grad_input(const S* __restrict__ gy, const S* __restrict__ x,
       const int64_t o = k * P, len = std::min(P, total - o);
       const S* __restrict__ gr = gy + o;
       const S* __restrict__ xr = x + o;
-      const S* __restrict__ yr = ACT == kRelu ? y + o : nullptr;
       S* __restrict__ out = gx + o;
 #pragma omp simd
       for (int64_t j = 0; j < len; ++j) {
-        const float g = grad_at<S, ACT>(gr, xr, yr, a, b, j);
+        const float g = grad_at<S, G>(gr, xr, nullptr, a, b, j);
         st(out, j, g * k1[j] + ld(xr, j) * k2[j] + k3[j]);
       }
     }
@@ -453,19 +463,20 @@ void grad_input(const S* __restrict__ gy, const S* __restrict__ x,
 }
 
 template <typename S>
-void backward_any(const S* gy, const S* x, const S* y, S* gres, S* gx,
+void backward_any(const S* gy, const S* x, const S* y, S* gbuf, S* gx,
                   const float* mean, const float* a, const float* b,
                   int64_t M, int64_t C, int64_t ac, bool batch_stats,
                   const float* w, const float* invstd, float* gw, float* gb) {
   std::vector<double> sg, sgx;
-  if (ac == kRelu && gres)
-    grad_sums<S, kRelu, true>(gy, x, y, gres, mean, a, b, M, C, &sg, &sgx);
+  const float* mp = mean;
+  if (ac == kRelu && y)
+    grad_sums<S, kReluY, true>(gy, x, y, gbuf, mp, a, b, M, C, &sg, &sgx);
   else if (ac == kRelu)
-    grad_sums<S, kRelu, false>(gy, x, y, gres, mean, a, b, M, C, &sg, &sgx);
+    grad_sums<S, kReluX, false>(gy, x, y, gbuf, mp, a, b, M, C, &sg, &sgx);
   else if (ac == kSilu)
-    grad_sums<S, kSilu, false>(gy, x, y, gres, mean, a, b, M, C, &sg, &sgx);
+    grad_sums<S, kSiluX, false>(gy, x, y, gbuf, mp, a, b, M, C, &sg, &sgx);
   else
-    grad_sums<S, kNone, false>(gy, x, y, gres, mean, a, b, M, C, &sg, &sgx);
+    grad_sums<S, kDy, false>(gy, x, y, gbuf, mp, a, b, M, C, &sg, &sgx);
   std::vector<float> k1(C), k2(C), k3(C);
   for (int64_t c = 0; c < C; ++c) {
     gw[c] = float(sgx[c] * invstd[c]);
@@ -481,15 +492,15 @@ void backward_any(const S* gy, const S* x, const S* y, S* gres, S* gx,
       k3[c] = 0.f;
     }
   }
-  if (ac == kRelu)
-    grad_input<S, kRelu>(gy, x, y, gx, a, b, k1.data(), k2.data(), k3.data(),
-                         M, C);
+  const float *p1 = k1.data(), *p2 = k2.data(), *p3 = k3.data();
+  if (ac == kRelu && y)
+    grad_input<S, kBuf>(gbuf, x, gx, a, b, p1, p2, p3, M, C);
+  else if (ac == kRelu)
+    grad_input<S, kReluX>(gy, x, gx, a, b, p1, p2, p3, M, C);
   else if (ac == kSilu)
-    grad_input<S, kSilu>(gy, x, y, gx, a, b, k1.data(), k2.data(), k3.data(),
-                         M, C);
+    grad_input<S, kSiluX>(gy, x, gx, a, b, p1, p2, p3, M, C);
   else
-    grad_input<S, kNone>(gy, x, y, gx, a, b, k1.data(), k2.data(), k3.data(),
-                         M, C);
+    grad_input<S, kDy>(gy, x, gx, a, b, p1, p2, p3, M, C);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
@@ -502,7 +513,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
   check_act(ac, false);
   const int64_t C = x.size(1), M = x.numel() / std::max<int64_t>(C, 1);
   const bool has_y = y.has_value() && y->defined();
-  TORCH_CHECK(has_y || ac != kRelu, "x3d_plugin bn: relu needs y");
+  TORCH_CHECK(!has_y || ac == kRelu,
+              "x3d_plugin bn: y is given only with relu (after a residual)");
+  TORCH_CHECK(!residual_grad || has_y,
+              "x3d_plugin bn: residual_grad needs y (relu after a residual)");
   if (has_y) check_rows(*y, x, "y");
   check_vec(weight, C, "weight");
   check_vec(bias, C, "bias");
@@ -510,8 +524,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
   check_vec(invstd_t, C, "invstd");
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const auto fmt = x.options().memory_format(at::MemoryFormat::ChannelsLast3d);
-  Tensor gres;
-  if (residual_grad && ac == kRelu) gres = at::empty(x.sizes(), fmt);
+  // With y, pass 1 writes the masked gradient (the residual's gradient)
+  // and pass 2 reads it instead of grad_y and y.
+  Tensor gbuf;
+  if (has_y) gbuf = at::empty(x.sizes(), fmt);
   Tensor gx = at::empty(x.sizes(), fmt);
   const float* mean = mean_t.data_ptr<float>();
   const float* invstd = invstd_t.data_ptr<float>();
@@ -527,44 +543,54 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
   if (bf16) {
     using U = uint16_t;
     backward_any<U>(cptr<U>(grad_y), cptr<U>(x), has_y ? cptr<U>(*y) : nullptr,
-                    gres.defined() ? mptr<U>(gres) : nullptr, mptr<U>(gx),
-                    mean, a.data(), b.data(), M, C, ac, batch_stats, w,
-                    invstd, mptr<float>(gw), mptr<float>(gb));
+                    has_y ? mptr<U>(gbuf) : nullptr, mptr<U>(gx), mean,
+                    a.data(), b.data(), M, C, ac, batch_stats, w, invstd,
+                    mptr<float>(gw), mptr<float>(gb));
   } else {
     backward_any<float>(
         cptr<float>(grad_y), cptr<float>(x),
         has_y ? cptr<float>(*y) : nullptr,
-        gres.defined() ? mptr<float>(gres) : nullptr, mptr<float>(gx), mean,
+        has_y ? mptr<float>(gbuf) : nullptr, mptr<float>(gx), mean,
         a.data(), b.data(), M, C, ac, batch_stats, w, invstd,
         mptr<float>(gw), mptr<float>(gb));
   }
-  return {gx, gw, gb, gres.defined() ? gres : at::empty({0}, x.options())};
+  return {gx, gw, gb,
+          residual_grad ? gbuf : at::empty({0}, x.options())};
 }
 
 // y = silu(x * s), s one value per (sample, channel): the squeeze-and-
 // excitation scaling and the swish after it. x (N, C, T, H, W)
-// channels-last-3d, s (N, C, 1, 1, 1) of x's dtype.
-template <typename S, bool BWD>
+// channels-last-3d, s (N, C, 1, 1, 1) of x's dtype. The backward in two
+// ops: grad_s (a reduction over each sample's rows) and grad_x, which adds
+// a given value per (sample, channel): the gradient that reaches x through
+// the SE's own mean pooling, so that autograd need not add a broadcast
+// tensor to a full-size one (slow in bfloat16).
+enum SiluMode { kFwd, kGradS, kGradX };
+
+template <typename S, int MODE>
 void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
-                     const S* __restrict__ gy, S* __restrict__ out,
-                     float* ds, int64_t N, int64_t C, int64_t L) {
+                     const S* __restrict__ gy, const float* __restrict__ add,
+                     S* __restrict__ out, float* ds, int64_t N, int64_t C,
+                     int64_t L) {
   // L: rows per sample. Blocks of P elements within each sample's slab.
   const Period pd = period(C);
   const int64_t P = pd.P, slab = L * C, per = (slab + P - 1) / P;
   const int nt = at::get_num_threads();
   std::vector<std::vector<double>> part;
-  if (BWD) part.assign(nt, std::vector<double>(N * C, 0.0));
+  if (MODE == kGradS) part.assign(nt, std::vector<double>(N * C, 0.0));
   at::parallel_for(0, N * per, std::max<int64_t>(1, 16384 / P),
                    [&](int64_t k0, int64_t k1) {
-    std::vector<float> sv(P), acc(P);
+    std::vector<float> sv(P), av(P), acc(P);
     float* __restrict__ sp = sv.data();
-    float* __restrict__ ap = acc.data();
-    double* dsum = BWD ? part[at::get_thread_num()].data() : nullptr;
+    float* __restrict__ ap = av.data();
+    float* __restrict__ cp = acc.data();
+    double* dsum = MODE == kGradS ? part[at::get_thread_num()].data()
+                                  : nullptr;
     int64_t cur = -1;
     auto flush = [&]() {
-      if (!BWD || cur < 0) return;
-      fold(ap, C, pd.K);
-      for (int64_t c = 0; c < C; ++c) dsum[cur * C + c] += ap[c];
+      if (MODE != kGradS || cur < 0) return;
+      fold(cp, C, pd.K);
+      for (int64_t c = 0; c < C; ++c) dsum[cur * C + c] += cp[c];
     };
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t n = k / per, o = n * slab + (k % per) * P;
@@ -573,28 +599,37 @@ void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
         flush();
         cur = n;
         for (int64_t q = 0; q < P; q += C)
-          for (int64_t c = 0; c < C; ++c) sp[q + c] = ld(s, n * C + c);
-        if (BWD) std::fill(ap, ap + P, 0.f);
+          for (int64_t c = 0; c < C; ++c) {
+            sp[q + c] = ld(s, n * C + c);
+            ap[q + c] = MODE == kGradX ? add[n * C + c] : 0.f;
+          }
+        if (MODE == kGradS) std::fill(cp, cp + P, 0.f);
       }
       const S* __restrict__ xr = x + o;
-      S* __restrict__ orow = out + o;
-      if (BWD) {
+      if (MODE == kGradS) {
         const S* __restrict__ gr = gy + o;
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
           const float xv = ld(xr, j);
-          const float g = ld(gr, j) * dsilu(xv * sp[j]);
-          st(orow, j, g * sp[j]);
-          ap[j] += g * xv;
+          cp[j] += ld(gr, j) * dsilu(xv * sp[j]) * xv;
+        }
+      } else if (MODE == kGradX) {
+        const S* __restrict__ gr = gy + o;
+        S* __restrict__ orow = out + o;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) {
+          const float g = ld(gr, j) * dsilu(ld(xr, j) * sp[j]);
+          st(orow, j, g * sp[j] + ap[j]);
         }
       } else {
+        S* __restrict__ orow = out + o;
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) st(orow, j, silu(ld(xr, j) * sp[j]));
       }
     }
     flush();
   });
-  if (BWD) {
+  if (MODE == kGradS) {
     for (int64_t i = 0; i < N * C; ++i) {
       double v = 0;
       for (int t = 0; t < nt; ++t) v += part[t][i];
@@ -615,43 +650,57 @@ void check_scale(const Tensor& x, const Tensor& s) {
               "of x's dtype");
 }
 
+template <int MODE>
+void scale_silu_run(const Tensor& x, const Tensor& s, const Tensor* gy,
+                    const float* add, const Tensor* out, float* ds) {
+  const int64_t N = x.size(0), C = x.size(1);
+  if (x.numel() == 0) return;
+  const int64_t L = x.numel() / (N * C);
+  if (x.scalar_type() == at::kBFloat16) {
+    using U = uint16_t;
+    scale_silu_impl<U, MODE>(cptr<U>(x), cptr<U>(s),
+                             gy ? cptr<U>(*gy) : nullptr, add,
+                             out ? mptr<U>(*out) : nullptr, ds, N, C, L);
+  } else {
+    scale_silu_impl<float, MODE>(cptr<float>(x), cptr<float>(s),
+                                 gy ? cptr<float>(*gy) : nullptr, add,
+                                 out ? mptr<float>(*out) : nullptr, ds, N, C,
+                                 L);
+  }
+}
+
 Tensor scale_silu_forward(const Tensor& x, const Tensor& s) {
   check_scale(x, s);
-  const int64_t N = x.size(0), C = x.size(1), L = x.numel() / (N * C);
   Tensor y = at::empty(x.sizes(), x.options().memory_format(
                                       at::MemoryFormat::ChannelsLast3d));
-  if (N * C * L == 0) return y;
-  if (x.scalar_type() == at::kBFloat16)
-    scale_silu_impl<uint16_t, false>(cptr<uint16_t>(x), cptr<uint16_t>(s),
-                                     nullptr, mptr<uint16_t>(y), nullptr, N,
-                                     C, L);
-  else
-    scale_silu_impl<float, false>(cptr<float>(x), cptr<float>(s), nullptr,
-                                  mptr<float>(y), nullptr, N, C, L);
+  scale_silu_run<kFwd>(x, s, nullptr, nullptr, &y, nullptr);
   return y;
 }
 
-std::tuple<Tensor, Tensor> scale_silu_backward(const Tensor& grad_y,
-                                               const Tensor& x,
-                                               const Tensor& s) {
+Tensor scale_silu_grad_scale(const Tensor& grad_y, const Tensor& x,
+                             const Tensor& s) {
   check_scale(x, s);
   check_rows(grad_y, x, "grad_y");
-  const int64_t N = x.size(0), C = x.size(1), L = x.numel() / (N * C);
+  Tensor ds = at::zeros({x.size(0) * x.size(1)}, x.options().dtype(at::kFloat));
+  scale_silu_run<kGradS>(x, s, &grad_y, nullptr, nullptr, mptr<float>(ds));
+  return ds.to(s.scalar_type()).view(s.sizes());
+}
+
+Tensor scale_silu_grad_input(const Tensor& grad_y, const Tensor& x,
+                             const Tensor& s, const c10::optional<Tensor>& add) {
+  check_scale(x, s);
+  check_rows(grad_y, x, "grad_y");
+  const int64_t NC = x.size(0) * x.size(1);
+  Tensor a = add.has_value() && add->defined()
+                 ? add->to(at::kFloat).contiguous()
+                 : at::zeros({NC}, x.options().dtype(at::kFloat));
+  TORCH_CHECK(a.numel() == NC,
+              "x3d_plugin scale_silu: add must hold one value per (sample, "
+              "channel)");
   Tensor gx = at::empty(x.sizes(), x.options().memory_format(
                                        at::MemoryFormat::ChannelsLast3d));
-  Tensor ds = at::zeros({N * C}, x.options().dtype(at::kFloat));
-  if (N * C * L > 0) {
-    if (x.scalar_type() == at::kBFloat16)
-      scale_silu_impl<uint16_t, true>(cptr<uint16_t>(x), cptr<uint16_t>(s),
-                                      cptr<uint16_t>(grad_y),
-                                      mptr<uint16_t>(gx), mptr<float>(ds), N,
-                                      C, L);
-    else
-      scale_silu_impl<float, true>(cptr<float>(x), cptr<float>(s),
-                                   cptr<float>(grad_y), mptr<float>(gx),
-                                   mptr<float>(ds), N, C, L);
-  }
-  return {gx, ds.to(s.scalar_type()).view(s.sizes())};
+  scale_silu_run<kGradX>(x, s, &grad_y, a.data_ptr<float>(), &gx, nullptr);
+  return gx;
 }
 
 }  // namespace x3d_bn
@@ -667,14 +716,16 @@ TORCH_LIBRARY_FRAGMENT(X3D_CW_NS, m) {
       "Tensor bias, Tensor mean, Tensor invstd, bool batch_stats, int act, "
       "bool residual_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("scale_silu_forward(Tensor x, Tensor s) -> Tensor");
+  m.def("scale_silu_grad_scale(Tensor grad_y, Tensor x, Tensor s) -> Tensor");
   m.def(
-      "scale_silu_backward(Tensor grad_y, Tensor x, Tensor s) "
-      "-> (Tensor, Tensor)");
+      "scale_silu_grad_input(Tensor grad_y, Tensor x, Tensor s, Tensor? add)"
+      " -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(X3D_CW_NS, CPU, m) {
   m.impl("bn_forward", &x3d_bn::bn_forward);
   m.impl("bn_backward", &x3d_bn::bn_backward);
   m.impl("scale_silu_forward", &x3d_bn::scale_silu_forward);
-  m.impl("scale_silu_backward", &x3d_bn::scale_silu_backward);
+  m.impl("scale_silu_grad_scale", &x3d_bn::scale_silu_grad_scale);
+  m.impl("scale_silu_grad_input", &x3d_bn::scale_silu_grad_input);
 }
