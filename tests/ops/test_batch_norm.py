@@ -180,6 +180,48 @@ def test_where_the_modules_run_instead(fast):
     assert fn(batch_norm_act(x, bn, 'relu')) != '_BatchNormActBackward'
 
 
+def test_modules_with_hooks_are_called(fast):
+    """Hooks on a BN or SE module (precise BN's, a user's) run: the fused
+    path steps aside for such modules."""
+    x = torch.randn(2, 24, 2, 4, 4).to(memory_format=CL).requires_grad_()
+    bn = _bn(24, True)
+    seen = []
+    handle = bn.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].shape))
+    y = batch_norm_act(x, bn, 'relu')
+    assert seen == [x.shape] and type(y.grad_fn).__name__ != \
+        '_BatchNormActBackward'
+    handle.remove()
+    y = batch_norm_act(x, bn, 'relu')
+    assert len(seen) == 1 and type(y.grad_fn).__name__ == \
+        '_BatchNormActBackward'
+    se = SqueezeExcitation(24)
+    se.register_forward_hook(lambda m, args, out: seen.append('se'))
+    y = se.forward_silu(x)
+    assert seen[-1] == 'se'
+    assert _rel(y, F.silu(se(x))) < 1e-6
+
+
+def test_precise_bn_sees_every_bn_input(fast):
+    """update_bn_stats with the fused kernels on gives the statistics it
+    gives with them off."""
+    from x3d_plugin.engine.hooks.precise_bn import update_bn_stats
+    model = build_x3d_recognizer('xs', num_classes=5)
+    batches = [torch.randn(2, 3, 4, 32, 32) for _ in range(2)]
+    stats = []
+    for fused in (True, False):
+        set_fast_batch_norm(fused)
+        m = copy.deepcopy(model).train()
+        used = update_bn_stats(m, batches,
+                               lambda b, m=m: m.cls_head(m.backbone(b)), 2)
+        stats.append((used, {n: b.clone() for n, b in m.named_buffers()
+                             if 'running' in n}))
+    set_fast_batch_norm(True)
+    assert stats[0][0] == stats[1][0] == 2
+    for name, ref in stats[1][1].items():
+        assert _rel(stats[0][1][name], ref) < 1e-4, name
+
+
 def test_bad_arguments_are_named(fast):
     bn = _bn(24, True)
     x = torch.randn(2, 24, 2, 4, 4).to(memory_format=CL)

@@ -2,6 +2,8 @@
 are not asserted: speed belongs in docs/benchmarks.md, not in tests)."""
 import importlib.util
 
+import torch
+
 from conftest import ROOT
 
 
@@ -20,7 +22,7 @@ def test_model_benchmark_rows(capsys):
     assert names == [
         'mmaction2 default', 'mmaction2 + channels-last',
         'ours default (channels-last)', 'ours, aten channelwise conv',
-        'ours contiguous', 'ours + with_cp',
+        'ours, aten BN', 'ours contiguous', 'ours + with_cp',
         'ours + BN folded'
     ]
     for arch, model, name, precision, tc, tr, ic, ir in rows:
@@ -43,3 +45,28 @@ def test_peak_memory_of_a_train_step_is_measured():
     plain = memory['ours default (channels-last)']
     # Measured here: ~200 MiB plain, ~110 MiB with checkpointing.
     assert 50 < memory['ours + with_cp'] < 0.8 * plain
+
+
+def test_norm_benchmark_times_every_bn_and_se_site():
+    """The BN/SE benchmark finds each BN layer and SE block of X3D-XS once
+    per forward and times all of them."""
+    from x3d_plugin.models import build_x3d_recognizer
+    from x3d_plugin.models.backbones.x3d import SqueezeExcitation, X3DBlock
+    module = load('norm_speed')
+    sites = module.record_sites('xs', 1)
+    model = build_x3d_recognizer('xs')
+
+    def count(cls):
+        return sum(isinstance(m, cls) for m in model.modules())
+
+    assert sum(c for k, c in sites.items() if k[0] == 'bn') == count(
+        torch.nn.BatchNorm3d) > 40
+    assert sum(c for k, c in sites.items()
+               if k[0] == 'se') == count(SqueezeExcitation) > 5
+    # BN + residual + ReLU ends every block.
+    assert sum(c for k, c in sites.items()
+               if k[3] and k[2] == 'relu') == count(X3DBlock)
+    rows = module.main(['--batch', '1', '--repeats', '1'])
+    assert len(rows) == len(sites)
+    assert {r[1] for r in rows} == {k[1] for k in sites}
+    assert all(r[4] > 0 and r[5] > 0 for r in rows)

@@ -8,8 +8,10 @@ fp32, <= 1e-4) before anything is timed.
 
 Configurations: MMAction2's model at its defaults and with channels-last
 input and weights; ours at its defaults (channels-last, the channelwise
-convolutions on x3d_plugin.ops), with PyTorch's own channelwise
-convolution instead, contiguous, with gradient checkpointing (``with_cp``) and with BN folded into the
+convolutions on x3d_plugin.ops, BN with its activations and SE fused by
+x3d_plugin.ops.batch_norm), with PyTorch's own channelwise convolution
+instead, with PyTorch's BN, activations and SE instead, contiguous, with
+gradient checkpointing (``with_cp``) and with BN folded into the
 convolutions (inference only); with ``--compile`` also ours and
 MMAction2's (channels-last) under ``torch.compile``. ``--precision`` adds
 bf16/fp16 autocast rows. ``--memory-batch N`` adds the peak memory of one

@@ -12,6 +12,8 @@ from x3d_plugin.models.converters import convert_state_dict
 from x3d_plugin.models.converters.mmaction2 import (mmaction2_can_build,
                                                     mmaction2_recognizer_cfg)
 from x3d_plugin.ops import fast_channelwise_enabled, set_fast_channelwise
+from x3d_plugin.ops.batch_norm import (fast_batch_norm_enabled,
+                                       set_fast_batch_norm)
 from x3d_plugin.utils.benchmark import describe_machine  # noqa: F401
 
 
@@ -24,28 +26,32 @@ class Net(nn.Module):
     """A recognizer's backbone and head as one module (``x`` -> logits).
 
     With ``aten_channelwise`` the channelwise convolutions run on PyTorch's
-    own kernels instead of :mod:`x3d_plugin.ops` (the switch is read when
-    the forward runs, which also decides the backward).
+    own kernels instead of :mod:`x3d_plugin.ops`, with ``aten_norm`` the
+    BN layers, activations and SE on PyTorch's modules instead of
+    :mod:`x3d_plugin.ops.batch_norm`'s fused kernels (the switches are read
+    when the forward runs, which also decides the backward).
     """
 
     def __init__(self, backbone, head, channels_last_input=False,
-                 aten_channelwise=False):
+                 aten_channelwise=False, aten_norm=False):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.channels_last_input = channels_last_input
         self.aten_channelwise = aten_channelwise
+        self.aten_norm = aten_norm
 
     def forward(self, x):
         if self.channels_last_input:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if not self.aten_channelwise:
-            return self.head(self.backbone(x))
-        previous = fast_channelwise_enabled()
-        set_fast_channelwise(False)
+        channelwise = fast_channelwise_enabled()
+        norm = fast_batch_norm_enabled()
+        set_fast_channelwise(channelwise and not self.aten_channelwise)
+        set_fast_batch_norm(norm and not self.aten_norm)
         try:
             return self.head(self.backbone(x))
         finally:
-            set_fast_channelwise(previous)
+            set_fast_channelwise(channelwise)
+            set_fast_batch_norm(norm)
 
 
 def build_pair(arch, num_classes=400):
@@ -94,7 +100,9 @@ def model_variants(theirs, ours, device, compile=False):
     """name -> model (backbone + head as :class:`Net`) for every
     configuration the model benchmark compares: MMAction2's X3D at its
     defaults and channels-last; ours at its defaults, with PyTorch's
-    channelwise convolution instead of :mod:`x3d_plugin.ops`, contiguous,
+    channelwise convolution instead of :mod:`x3d_plugin.ops`, with
+    PyTorch's BN, activations and SE instead of the fused kernels,
+    contiguous,
     with ``with_cp``, with BN folded; with ``compile`` also both
     compiled."""
     out = {}
@@ -110,6 +118,9 @@ def model_variants(theirs, ours, device, compile=False):
     m = copy.deepcopy(ours)
     out['ours, aten channelwise conv'] = Net(
         m.backbone, m.cls_head, aten_channelwise=True).to(device)
+    m = copy.deepcopy(ours)
+    out['ours, aten BN'] = Net(m.backbone, m.cls_head,
+                               aten_norm=True).to(device)
     m = copy.deepcopy(ours)
     m.backbone.channels_last = False
     m.backbone.to(memory_format=torch.contiguous_format)

@@ -20,8 +20,9 @@ cumulative average when it is None) and the unbiased variance,
 Everywhere else they call the modules and PyTorch's functions: other
 devices, other memory formats or dtypes, BN subclasses (e.g.
 ``SyncBatchNorm``), modules that are not BN (a folded BN is an
-``nn.Identity``), scripting, tracing, ONNX export and ``torch.compile``, a
-build that failed, and after :func:`set_fast_batch_norm` ``(False)``.
+``nn.Identity``), modules with hooks (which must run), scripting,
+tracing, ONNX export and ``torch.compile``, a build that failed, and after
+:func:`set_fast_batch_norm` ``(False)``.
 """
 from typing import Callable, Optional
 
@@ -33,7 +34,7 @@ from torch import Tensor
 from x3d_plugin.ops import cpu_extension
 
 __all__ = [
-    'batch_norm_act', 'squeeze_excite_silu',
+    'batch_norm_act', 'squeeze_excite_silu', 'has_hooks',
     'set_fast_batch_norm',
     'fast_batch_norm_enabled'
 ]
@@ -56,8 +57,23 @@ def fast_batch_norm_enabled() -> bool:
     return _ENABLED[0]
 
 
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks (its own or global ones):
+    a fused path that does not call it must then step aside, e.g. for
+    precise BN, which reads each BN's input through a forward pre-hook."""
+    g = nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or module._backward_hooks
+                or getattr(module, '_backward_pre_hooks', None)
+                or g._global_forward_hooks or g._global_forward_pre_hooks
+                or g._global_backward_hooks
+                or getattr(g, '_global_backward_pre_hooks', None))
+
+
 def _fast_ok(x: Tensor, bn: nn.Module, residual: Optional[Tensor]) -> bool:
     if not _ENABLED[0] or type(bn) is not nn.BatchNorm3d or not bn.affine:
+        return False
+    if has_hooks(bn):
         return False
     if (torch.jit.is_scripting() or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export()

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from x3d_plugin.ops import ChannelwiseConv3d
-from x3d_plugin.ops.batch_norm import batch_norm_act, squeeze_excite_silu
+from x3d_plugin.ops.batch_norm import (batch_norm_act, has_hooks,
+                                       squeeze_excite_silu)
 from x3d_plugin.registry import MODELS
 from ..checkpoint import load_checkpoint_strict
 from ..precision import cpu_bf16_as_fp32
@@ -94,7 +95,7 @@ class SqueezeExcitation(nn.Module):
     def forward_silu(self, x: Tensor) -> Tensor:
         """``swish(self(x))``, fused where
         :func:`~x3d_plugin.ops.batch_norm.squeeze_excite_silu` can."""
-        if self.window is not None:
+        if self.window is not None or has_hooks(self):
             return swish(self(x))
         return squeeze_excite_silu(x, self.excite)
 
