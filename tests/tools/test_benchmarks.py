@@ -43,8 +43,9 @@ def test_peak_memory_of_a_train_step_is_measured():
                'ours + BN folded'], 2, 'cpu')
     assert 'ours + BN folded' not in memory  # inference only
     plain = memory['ours default (channels-last)']
-    # Measured here: ~200 MiB plain, ~110 MiB with checkpointing.
-    assert 50 < memory['ours + with_cp'] < 0.8 * plain
+    # Measured on a 2-core Xeon: 103-125 MiB plain, 25-43 MiB with
+    # checkpointing (186-188 MiB with PyTorch's BN, activations and SE).
+    assert 10 < memory['ours + with_cp'] < 0.8 * plain
 
 
 def test_norm_benchmark_times_every_bn_and_se_site():
