@@ -218,8 +218,10 @@ def test_precise_bn_sees_every_bn_input(fast):
                              if 'running' in n}))
     set_fast_batch_norm(True)
     assert stats[0][0] == stats[1][0] == 2
+    # Without the pre-hooks running, the statistics would be the forward's
+    # momentum update (running_var near 0.9 where these are near 0.01).
     for name, ref in stats[1][1].items():
-        assert _rel(stats[0][1][name], ref) < 1e-4, name
+        assert _rel(stats[0][1][name], ref) < 1e-3, name
 
 
 def test_bad_arguments_are_named(fast):

@@ -34,7 +34,8 @@ from torch import Tensor
 from x3d_plugin.ops import cpu_extension
 
 __all__ = [
-    'batch_norm_act', 'squeeze_excite_silu', 'has_hooks',
+    'batch_norm_act', 'squeeze_excite_silu', 'squeeze_excite_fusable',
+    'has_hooks',
     'set_fast_batch_norm',
     'fast_batch_norm_enabled'
 ]
@@ -148,7 +149,9 @@ def batch_norm_act(x: Tensor,
                                float(momentum), float(bn.eps), _ACTS[act])
 
 
-def _scale_ok(x: Tensor) -> bool:
+def squeeze_excite_fusable(x: Tensor) -> bool:
+    """Whether :func:`squeeze_excite_silu` runs its fused kernels for
+    ``x``."""
     return (_ENABLED[0] and x.device.type == 'cpu' and x.dim() == 5
             and x.dtype in _DTYPES and x.is_contiguous(memory_format=_CL)
             and not (torch.jit.is_scripting() or torch.jit.is_tracing()
@@ -165,7 +168,7 @@ def squeeze_excite_silu(x: Tensor, excite: Callable[[Tensor],
     and sigmoid). On the fused path the gradient that reaches ``x`` through
     the pooling is added by the same kernel that computes the rest of
     ``x``'s gradient."""
-    if not _scale_ok(x):
+    if not squeeze_excite_fusable(x):
         return F.silu(x * excite(x.mean(dim=(2, 3, 4), keepdim=True)))
     link = {}
     scale = excite(_SEPool.apply(x, link))

@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from x3d_plugin.ops import ChannelwiseConv3d
 from x3d_plugin.ops.batch_norm import (batch_norm_act, has_hooks,
+                                       squeeze_excite_fusable,
                                        squeeze_excite_silu)
 from x3d_plugin.registry import MODELS
 from ..checkpoint import load_checkpoint_strict
@@ -92,12 +93,26 @@ class SqueezeExcitation(nn.Module):
             pooled = pooled[..., None, None]
         return x * self.excite(pooled)
 
+    def _excite_linear(self, pooled: Tensor) -> Tensor:
+        """:meth:`excite` of ``N x C x 1 x 1 x 1`` as matrix products (the
+        same weights; 1x1x1 convolutions of one voxel cost several times
+        as much per call on CPU)."""
+        n, c = pooled.shape[:2]
+        hidden = F.relu(
+            F.linear(pooled.reshape(n, c), self.fc1.weight.flatten(1),
+                     self.fc1.bias))
+        scale = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
+        return torch.sigmoid(scale).view(n, c, 1, 1, 1)
+
     def forward_silu(self, x: Tensor) -> Tensor:
         """``swish(self(x))``, fused where
         :func:`~x3d_plugin.ops.batch_norm.squeeze_excite_silu` can."""
-        if self.window is not None or has_hooks(self):
+        if (self.window is not None or has_hooks(self)
+                or not squeeze_excite_fusable(x)):
             return swish(self(x))
-        return squeeze_excite_silu(x, self.excite)
+        plain = has_hooks(self.fc1) or has_hooks(self.fc2)
+        return squeeze_excite_silu(
+            x, self.excite if plain else self._excite_linear)
 
 
 def causal_window_mean(x: Tensor, window: int) -> Tensor:
