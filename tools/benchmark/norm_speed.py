@@ -6,7 +6,8 @@ The sites are recorded from one forward of the model (``--arch``, the
 training clip, ``--batch``): for each distinct (shape, activation,
 residual) of :func:`~x3d_plugin.ops.batch_norm.batch_norm_act` and shape of
 :func:`~x3d_plugin.ops.batch_norm.squeeze_excite_silu`, forward + backward
-is timed with the fused kernels and with the modules
+is timed (gradients set to None before each, so none is accumulated)
+with the fused kernels and with the modules
 (``set_fast_batch_norm(False)``: ``nn.BatchNorm3d``, ``F.relu``,
 ``F.silu``, the SE module), channels-last inputs, alternating within each
 round, median over ``--repeats`` rounds. The last row sums every site
@@ -28,6 +29,7 @@ from x3d_plugin.models import VARIANTS, build_x3d_recognizer
 from x3d_plugin.ops import batch_norm as bn_ops
 from x3d_plugin.ops.batch_norm import set_fast_batch_norm
 from x3d_plugin.utils.benchmark import describe_machine
+from x3d_plugin.utils.malloc import keep_freed_memory
 
 CL = torch.channels_last_3d
 
@@ -78,6 +80,8 @@ def site_step(kind, shape, act, residual, dtype):
         se = SqueezeExcitation(shape[1]).to(dtype)
 
         def step():
+            x.grad = None
+            se.zero_grad(set_to_none=True)
             se.forward_silu(x).backward(grad)
     else:
         bn = torch.nn.BatchNorm3d(shape[1]).train()
@@ -85,6 +89,10 @@ def site_step(kind, shape, act, residual, dtype):
                .requires_grad_() if residual else None)
 
         def step():
+            x.grad = None
+            if res is not None:
+                res.grad = None
+            bn.zero_grad(set_to_none=True)
             bn_ops.batch_norm_act(x, bn, act, res).backward(grad)
     return step
 
@@ -109,6 +117,7 @@ def main(argv=None):
                         choices=['float32', 'bfloat16'])
     parser.add_argument('--repeats', type=int, default=5)
     args = parser.parse_args(argv)
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     from x3d_plugin.ops import fast_channelwise_available
