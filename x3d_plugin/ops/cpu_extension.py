@@ -129,8 +129,11 @@ def compile_flags(isa: str) -> list:
     """Compiler flags of the build of class ``isa``."""
     # -fno-tree-loop-distribute-patterns: GCC otherwise turns the zeroing of
     # the accumulator arrays into a memset (`rep stos`) on the stack.
+    # -fno-trapping-math: without it GCC does not vectorise a loop with a
+    # float comparison (the clamp in batch_norm_cl.cpp's exp) unless it
+    # has AVX-512's masks; values are unchanged (no reassociation).
     cflags = ['-O3', '-ffp-contract=fast', '-fno-math-errno', '-Wno-psabi',
-              '-fno-tree-loop-distribute-patterns',
+              '-fno-trapping-math', '-fno-tree-loop-distribute-patterns',
               f'-DX3D_CW_NS={namespace(isa)}']
     if isa in ('avx2', 'avx512', 'avx512_bf16'):
         cflags += ['-mavx2', '-mfma', '-mf16c']

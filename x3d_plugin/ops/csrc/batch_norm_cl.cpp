@@ -179,7 +179,8 @@ enum Act : int64_t { kNone = 0, kRelu = 1, kSilu = 2 };
 inline float vexp(float x) {
   x = std::min(std::max(x, -87.3f), 88.7f);
   // n = round(x / ln2) by adding and taking away 1.5 * 2^23 (std::floor
-  // keeps GCC from vectorising the loop without -fno-trapping-math).
+  // keeps GCC from vectorising the loop). The clamp's comparisons need
+  // -fno-trapping-math (cpu_extension.compile_flags) to vectorise on AVX2.
   const float n = (x * 1.44269504089f + 12582912.f) - 12582912.f;
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
