@@ -6,7 +6,6 @@ The tests that need the C++ extension fail (not skip) when it cannot be
 built, unless ``X3D_PLUGIN_NO_EXT`` is set.
 """
 import copy
-import os
 
 import pytest
 import torch
@@ -15,23 +14,10 @@ import torch.nn.functional as F
 
 from x3d_plugin.models import build_x3d_recognizer
 from x3d_plugin.models.backbones.x3d import SqueezeExcitation, X3DBlock
-from x3d_plugin.ops import extension_error, fast_channelwise_available
 from x3d_plugin.ops.batch_norm import (batch_norm_act, set_fast_batch_norm,
                                        squeeze_excite_silu)
 
-NO_EXT = os.environ.get('X3D_PLUGIN_NO_EXT', '') not in ('', '0')
 CL = torch.channels_last_3d
-
-
-@pytest.fixture
-def fast():
-    if NO_EXT:
-        pytest.skip('X3D_PLUGIN_NO_EXT is set')
-    assert fast_channelwise_available(), (
-        f'the C++ extension did not build: {extension_error()}')
-    set_fast_batch_norm(True)
-    yield
-    set_fast_batch_norm(True)
 
 
 def _bn(channels, train, momentum=0.1):

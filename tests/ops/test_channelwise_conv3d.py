@@ -4,7 +4,6 @@ The tests that need the C++ extension fail (not skip) when it cannot be
 built, unless ``X3D_PLUGIN_NO_EXT=1`` is set: CI must exercise the build.
 """
 import importlib
-import os
 import warnings
 
 import pytest
@@ -18,19 +17,7 @@ from x3d_plugin.ops import (ChannelwiseConv3d, channelwise_conv3d,
                             set_fast_channelwise, set_forward_policy)
 
 cw_mod = importlib.import_module('x3d_plugin.ops.channelwise_conv3d')
-NO_EXT = os.environ.get('X3D_PLUGIN_NO_EXT', '') not in ('', '0')
 CL = torch.channels_last_3d
-
-
-@pytest.fixture
-def fast():
-    if NO_EXT:
-        pytest.skip('X3D_PLUGIN_NO_EXT is set')
-    assert fast_channelwise_available(), (
-        f'the C++ extension did not build: {extension_error()}')
-    set_fast_channelwise(True)
-    yield
-    set_fast_channelwise(True)
 
 
 # The forward choice of the AVX2 class, used where a test checks which

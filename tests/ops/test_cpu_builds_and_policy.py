@@ -7,39 +7,24 @@ this folder on the AVX2 build of an AVX-512 CPU.
 """
 import importlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from x3d_plugin.ops import (ChannelwiseConv3d, cpu_extension,
-                            extension_error, fast_channelwise_available,
-                            forward_policy, set_fast_channelwise,
+from x3d_plugin.ops import (ChannelwiseConv3d, cpu_extension, forward_policy,
                             set_forward_policy)
 
 # The module (the package's attribute of that name is the function).
 cw_mod = importlib.import_module('x3d_plugin.ops.channelwise_conv3d')
 
-NO_EXT = os.environ.get('X3D_PLUGIN_NO_EXT', '') not in ('', '0')
 CL = torch.channels_last_3d
 X3D_OPS = [
     ((3, 3, 3), (1, 1, 1), (1, 1, 1)),
     ((3, 3, 3), (1, 2, 2), (1, 1, 1)),
     ((5, 1, 1), (1, 1, 1), (2, 0, 0)),
 ]
-
-
-@pytest.fixture
-def fast():
-    if NO_EXT:
-        pytest.skip('X3D_PLUGIN_NO_EXT is set')
-    assert fast_channelwise_available(), (
-        f'the C++ extension did not build: {extension_error()}')
-    set_fast_channelwise(True)
-    yield
-    set_fast_channelwise(True)
 
 
 def kernel_sets():
