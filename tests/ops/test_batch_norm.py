@@ -181,6 +181,11 @@ def test_modules_with_hooks_are_called(fast):
     y = batch_norm_act(x, bn, 'relu')
     assert len(seen) == 1 and type(y.grad_fn).__name__ == \
         '_BatchNormActBackward'
+    block = X3DBlock(24, 54, 48, spatial_stride=2).to(memory_format=CL)
+    block.downsample.register_forward_hook(
+        lambda m, args, out: seen.append('downsample'))
+    block(x)
+    assert seen[-1] == 'downsample'
     se = SqueezeExcitation(24)
     se.register_forward_hook(lambda m, args, out: seen.append('se'))
     y = se.forward_silu(x)

@@ -214,6 +214,8 @@ class X3DBlock(nn.Module):
         out = self.conv3(out)
         if self.downsample is None:
             identity = x
+        elif has_hooks(self.downsample):
+            identity = self.downsample(x)
         else:
             identity = batch_norm_act(self.downsample[0](x),
                                       self.downsample[1])
