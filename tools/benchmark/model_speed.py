@@ -64,16 +64,21 @@ CLOCK = [time.perf_counter]
 
 def time_inference(model, x, precision, device, repeats=3):
     """Seconds per forward pass, averaged over ``repeats`` passes (one pass
-    of a small model is too short to time alone)."""
+    of a small model is too short to time alone) after one untimed pass:
+    the first forward after a training step (the one before it in each
+    round) runs on the caches and freed memory the step left, and took up
+    to 1.2x the time of the next ones (X3D-XS, bf16, 2-core CPU), which
+    would count against the configurations whose train step is timed."""
     model.eval()
-    sync(device)
-    start = CLOCK[0]()
     with torch.no_grad(), torch.autocast(
             device.split(':')[0], dtype=precision,
             enabled=precision != torch.float32):
+        model(x)
+        sync(device)
+        start = CLOCK[0]()
         for _ in range(repeats):
             model(x)
-    sync(device)
+        sync(device)
     return (CLOCK[0]() - start) / repeats
 
 
