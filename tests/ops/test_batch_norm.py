@@ -54,7 +54,7 @@ def _rel(a, b):
 
 
 # (N, C, T, H, W): channel counts of X3D (24, 54) and odd ones (3, 13);
-# row counts that leave a partial block of the kernels' 16-float period.
+# row counts that leave a partial block of the kernels' 32-value period.
 SHAPES = [(2, 24, 3, 9, 7), (4, 54, 2, 5, 5), (1, 54, 1, 1, 5),
           (2, 3, 2, 3, 3), (3, 13, 1, 2, 3), (1, 432, 2, 3, 3)]
 
@@ -137,6 +137,29 @@ def test_bfloat16_against_float64(fast, act):
         assert _rel(xr.grad, x64.grad) < 2e-2
         assert _rel(bn.weight.grad, w64.grad) < 1e-2
     assert _rel(bn.bias.grad, b64.grad) < 1e-2
+
+
+@pytest.mark.parametrize('shape', [(2, 54, 2, 6, 6), (3, 13, 1, 2, 3)])
+def test_bfloat16_outputs_round_to_nearest_even(fast, shape):
+    """With gamma 1, beta 0, mean 0, variance 1 and eps 0 the fused BN adds
+    the residual in float32 exactly as PyTorch does, so its bfloat16 output
+    must be PyTorch's rounding of the same sum bit for bit: in the whole
+    vectors (vcvtneps2bf16 on CPUs with AVX512-BF16) and in the partial
+    block at the end of (3, 13, 1, 2, 3). NaN stays NaN."""
+    bn = nn.BatchNorm3d(shape[1], eps=0.0).eval()
+    x = torch.randn(shape).bfloat16().to(memory_format=CL)
+    # Residuals of other magnitudes: the sums need rounding (ties too).
+    res = (torch.randn(shape) * 2.0**-7).bfloat16().to(memory_format=CL)
+    x[0, 1, 0, 1, 0] = float('nan')
+    y = batch_norm_act(x.requires_grad_(), bn, None, res)
+    assert type(y.grad_fn).__name__ == '_BatchNormActBackward'
+    x, y = x.detach(), y.detach()
+    ref = (x.float() + res.float()).bfloat16()
+    nan = torch.isnan(ref)
+    assert nan.sum().item() == 1 and torch.isnan(y)[nan].all()
+    assert torch.equal(y[~nan], ref[~nan])
+    inexact = (x.float() + res.float()) != ref.float()
+    assert inexact.float().mean().item() > 0.5  # rounding was exercised
 
 
 def test_where_the_modules_run_instead(fast):

@@ -1,8 +1,9 @@
 """Train-step and inference speed of our X3D against MMAction2 1.2.0's X3D
 carrying the same weights, side by side in one process.
 
-Each configuration is timed in turn within every round (runs alternated),
-after warm-up; the table shows the median over rounds in clips/s and the
+Each configuration is timed in turn within every round (runs alternated:
+each round times every train step, then every inference, every other
+round in reverse order), after warm-up; the table shows the median over rounds in clips/s and the
 ratio to MMAction2 at its defaults. Outputs are checked to agree (eval,
 fp32, <= 1e-4) before anything is timed.
 
@@ -64,11 +65,12 @@ CLOCK = [time.perf_counter]
 
 def time_inference(model, x, precision, device, repeats=3):
     """Seconds per forward pass, averaged over ``repeats`` passes (one pass
-    of a small model is too short to time alone) after one untimed pass:
-    the first forward after a training step (the one before it in each
-    round) runs on the caches and freed memory the step left, and took up
-    to 1.2x the time of the next ones (X3D-XS, bf16, 2-core CPU), which
-    would count against the configurations whose train step is timed."""
+    of a small model is too short to time alone) after one untimed pass.
+    A forward right after a training step runs on the caches and freed
+    memory the step left: the first took up to 1.2x the time of the next
+    ones, and their mean was still 2-3% above that of forwards timed after
+    other forwards (X3D-XS, 2-core CPU); :func:`main` therefore times the
+    inferences of a round after its train steps."""
     model.eval()
     with torch.no_grad(), torch.autocast(
             device.split(':')[0], dtype=precision,
@@ -209,16 +211,23 @@ def main(argv=None):
             train = {n: [] for n in models}
             infer = {n: [] for n in models}
             for r in range(args.warmup + args.rounds):
-                for name, model in models.items():
-                    if name not in no_train:
-                        start = CLOCK[0]()
-                        time_train_step(model, x, y, optims[name], dtype,
-                                        args.device)
-                        t = CLOCK[0]() - start
+                # The train steps, then the inferences (an inference timed
+                # right after a train step ran slower: see time_inference),
+                # every other round in reverse order, so that no
+                # configuration always follows the same neighbour.
+                order = list(models.items())
+                order = order[::-1] if r % 2 else order
+                for name, model in order:
+                    if name in no_train:
+                        continue
+                    start = CLOCK[0]()
+                    time_train_step(model, x, y, optims[name], dtype,
+                                    args.device)
+                    if r >= args.warmup:
+                        train[name].append(CLOCK[0]() - start)
+                for name, model in order:
                     i = time_inference(model, x, dtype, args.device)
                     if r >= args.warmup:
-                        if name not in no_train:
-                            train[name].append(t)
                         infer[name].append(i)
             base_t = (statistics.median(train[BASELINE])
                       if train.get(BASELINE) else None)

@@ -35,12 +35,17 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace x3d_bn {
@@ -62,15 +67,65 @@ inline void st(uint16_t* p, int64_t i, float v) {
   p[i] = uint16_t(nan ? ((u >> 16) | 0x40u) : r);
 }
 
+// Where an elementwise loop writes its results. With AVX512-BF16 the
+// bfloat16 outputs go through a float buffer (Out<S>::T) that store() then
+// rounds with one vcvtneps2bf16 per 16 values (float32 subnormals become
+// zero there, as in oneDNN): the rounding written out in st() is a dozen
+// vector instructions, up to a quarter of a SiLU loop's. Elsewhere the
+// loops round in place.
+template <typename S>
+struct Out {
+  using T = S;
+};
+#if defined(__AVX512BF16__)
+template <>
+struct Out<uint16_t> {
+  using T = float;
+};
+#endif
+
+template <typename S>
+inline void store(S*, const S*, int64_t) {}  // written in place
+inline void store(uint16_t* __restrict dst, const float* __restrict src,
+                  int64_t n) {
+  int64_t j = 0;
+#if defined(__AVX512BF16__)
+  for (; j + 16 <= n; j += 16) {
+    const __m256bh r = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j),
+                        reinterpret_cast<const __m256i&>(r));
+  }
+#endif
+  for (; j < n; ++j) st(dst, j, src[j]);
+}
+
+// The buffer of a loop writing S, where Out<S>::T is not S.
+template <typename S>
+struct OutBuf {
+  using T = typename Out<S>::T;
+  static constexpr bool kInPlace = std::is_same<T, S>::value;
+  std::vector<T> buf;
+  explicit OutBuf(int64_t P) : buf(kInPlace ? 0 : P) {}
+  // Where the loop writing dst writes.
+  T* at(S* dst) {
+    if constexpr (kInPlace)
+      return dst;
+    else
+      return buf.data();
+  }
+};
+
 // The elementwise passes see the (M, C) rows as one flat array in blocks
-// of P = K * C elements (K rows), P a multiple of 16, with the per-channel
+// of P = K * C elements (K rows), P a multiple of 32, with the per-channel
 // coefficients tiled K times: every block but the last is a whole number
-// of 16-float vectors whatever C is (54, 108, ...), with no per-row tail.
+// of the vectorised loops' steps (two 16-float vectors; 32 bfloat16 values
+// are one 64-byte load) whatever C is (54, 108, ...), with no per-row tail
+// (at multiples of 16 only, the loops ran a 256-bit remainder every block).
 struct Period {
   int64_t K, P;
 };
 inline Period period(int64_t C) {
-  const int64_t K = 16 / std::gcd(C, int64_t(16));
+  const int64_t K = 32 / std::gcd(C, int64_t(32));
   return {K, K * C};
 }
 
@@ -218,17 +273,19 @@ void normalise(const S* __restrict__ x, const S* __restrict__ res,
   const float* __restrict__ b = bv.data();
   at::parallel_for(0, nblk, std::max<int64_t>(1, 16384 / P),
                    [&](int64_t k0, int64_t k1) {
+    OutBuf<S> ob(P);
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t o = k * P, len = std::min(P, total - o);
       const S* __restrict__ xr = x + o;
       const S* __restrict__ rr = RES ? res + o : nullptr;
-      S* __restrict__ yr = y + o;
+      typename Out<S>::T* __restrict__ yr = ob.at(y + o);
 #pragma omp simd
       for (int64_t j = 0; j < len; ++j) {
         float v = ld(xr, j) * a[j] + b[j];
         if (RES) v += ld(rr, j);
         st(yr, j, act<ACT>(v));
       }
+      store(y + o, yr, len);
     }
   });
 }
@@ -449,16 +506,18 @@ void grad_input(const S* __restrict__ gy, const S* __restrict__ x,
   const float* __restrict__ k3 = v3.data();
   at::parallel_for(0, nblk, std::max<int64_t>(1, 16384 / P),
                    [&](int64_t b0_, int64_t b1_) {
+    OutBuf<S> ob(P);
     for (int64_t k = b0_; k < b1_; ++k) {
       const int64_t o = k * P, len = std::min(P, total - o);
       const S* __restrict__ gr = gy + o;
       const S* __restrict__ xr = x + o;
-      S* __restrict__ out = gx + o;
+      typename Out<S>::T* __restrict__ out = ob.at(gx + o);
 #pragma omp simd
       for (int64_t j = 0; j < len; ++j) {
         const float g = grad_at<S, G>(gr, xr, nullptr, a, b, j);
         st(out, j, g * k1[j] + ld(xr, j) * k2[j] + k3[j]);
       }
+      store(gx + o, out, len);
     }
   });
 }
@@ -582,6 +641,7 @@ void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
   at::parallel_for(0, N * per, std::max<int64_t>(1, 16384 / P),
                    [&](int64_t k0, int64_t k1) {
     std::vector<float> sv(P), av(P), acc(P);
+    OutBuf<S> ob(MODE == kGradS ? 0 : P);
     float* __restrict__ sp = sv.data();
     float* __restrict__ ap = av.data();
     float* __restrict__ cp = acc.data();
@@ -616,16 +676,18 @@ void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
         }
       } else if (MODE == kGradX) {
         const S* __restrict__ gr = gy + o;
-        S* __restrict__ orow = out + o;
+        typename Out<S>::T* __restrict__ orow = ob.at(out + o);
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
           const float g = ld(gr, j) * dsilu(ld(xr, j) * sp[j]);
           st(orow, j, g * sp[j] + ap[j]);
         }
+        store(out + o, orow, len);
       } else {
-        S* __restrict__ orow = out + o;
+        typename Out<S>::T* __restrict__ orow = ob.at(out + o);
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) st(orow, j, silu(ld(xr, j) * sp[j]));
+        store(out + o, orow, len);
       }
     }
     flush();
