@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace x3d_cw {
@@ -458,6 +459,85 @@ void gw_pair(const S* __restrict__ go, const S* __restrict__ x,
   }
 }
 
+#if defined(__AVX512BF16__) && X3D_CW_LANES == 16
+// gw_pair for bfloat16 on the bf16 dot-product instruction: vdpbf16ps
+// multiplies pairs of bfloat16 values and adds both products to a float32
+// lane. A lane holds one channel, its pair two consecutive outputs wo and
+// wo + 1: grad_output and input rows are interleaved 16 channels at a time
+// (one vpermt2w per pair of rows) and each tap takes one vdpbf16ps per
+// two outputs, where the float32 path widens every value (a shift per
+// load) and takes an FMA per output. Borders and a last odd output take
+// the float32 path. Products are exact in float32 and summed in float32
+// (with the instruction's rounding to nearest even; subnormal inputs and
+// results are zero, as in oneDNN's bf16 kernels).
+template <int NT, int IS>
+void gw_pair_dpbf16(const c10::BFloat16* __restrict__ go,
+                    const c10::BFloat16* __restrict__ x, float* __restrict__ buf,
+                    const RowSpec& r, int64_t lo, int64_t hi) {
+  using S = c10::BFloat16;
+  using V = vfloat;
+  const int64_t C = r.C;
+  const int64_t is = IS > 0 ? IS : r.is;
+  const int64_t tstride = r.nb * kL;
+  // Lane pair i of the result: element i of a, then element i of b.
+  alignas(64) static const uint16_t kIdx[32] = {
+      0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+      8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i idx = _mm512_load_si512(kIdx);
+  auto pair = [&](const S* a, const S* b) {
+    const __m512i va = _mm512_castsi256_si512(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+    const __m512i vb = _mm512_castsi256_si512(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+    return (__m512bh)_mm512_permutex2var_epi16(va, idx, vb);
+  };
+  for (int64_t b = 0; b < r.nb; ++b) {
+    const int64_t c = r.cofs[b];
+    __m512 acc[NT][2];
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    V rest[NT];
+    for (int t = 0; t < NT; ++t) rest[t] = V{};
+    auto one = [&](int64_t wo) {  // float32 path, taps inside the input
+      const V g = Io<S>::load(go + wo * C + c);
+      for (int t = 0; t < NT; ++t) {
+        const int64_t i = wo * is + r.off0 + t;
+        if (i < 0 || i >= r.win) continue;
+        rest[t] += g * Io<S>::load(x + i * C + c);
+      }
+    };
+    for (int64_t wo = 0; wo < lo; ++wo) one(wo);
+    int64_t wo = lo;
+    // Two pairs (four outputs) per step: two accumulators per tap.
+    for (; wo + 4 <= hi; wo += 4) {
+      for (int u = 0; u < 2; ++u) {
+        const int64_t w0 = wo + 2 * u;
+        const S* gp = go + w0 * C + c;
+        const __m512bh g = pair(gp, gp + C);
+        const S* xp = x + (w0 * is + r.off0) * C + c;
+        for (int t = 0; t < NT; ++t)
+          acc[t][u] = _mm512_dpbf16_ps(acc[t][u], g,
+                                       pair(xp + t * C, xp + (is + t) * C));
+      }
+    }
+    for (; wo + 2 <= hi; wo += 2) {
+      const S* gp = go + wo * C + c;
+      const __m512bh g = pair(gp, gp + C);
+      const S* xp = x + (wo * is + r.off0) * C + c;
+      for (int t = 0; t < NT; ++t)
+        acc[t][0] = _mm512_dpbf16_ps(acc[t][0], g,
+                                     pair(xp + t * C, xp + (is + t) * C));
+    }
+    for (; wo < r.J; ++wo) one(wo);
+    for (int t = 0; t < NT; ++t) {
+      const V s = reinterpret_cast<V>(_mm512_add_ps(acc[t][0], acc[t][1])) +
+                  rest[t];
+      float* q = buf + t * tstride + b * kL;
+      IoA<float>::store(q, IoA<float>::load(q) + s);
+    }
+  }
+}
+#endif
+
 template <typename S>
 void gw_pair_generic(const S* go, const S* x, typename Io<S>::A* buf,
                      const RowSpec& r) {
@@ -483,6 +563,17 @@ void gw_pair_generic(const S* go, const S* x, typename Io<S>::A* buf,
 template <typename S, int NT, int U>
 void gw_pair_is(const S* go, const S* x, typename Io<S>::A* buf,
                 const RowSpec& r, int64_t lo, int64_t hi) {
+#if defined(__AVX512BF16__) && X3D_CW_LANES == 16
+  if constexpr (std::is_same<S, c10::BFloat16>::value) {
+    if (r.is == 1)
+      gw_pair_dpbf16<NT, 1>(go, x, buf, r, lo, hi);
+    else if (r.is == 2)
+      gw_pair_dpbf16<NT, 2>(go, x, buf, r, lo, hi);
+    else
+      gw_pair_dpbf16<NT, 0>(go, x, buf, r, lo, hi);
+    return;
+  }
+#endif
   if (r.is == 1)
     gw_pair<S, NT, 1, U>(go, x, buf, r, lo, hi);
   else if (r.is == 2)
