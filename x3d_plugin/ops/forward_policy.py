@@ -45,10 +45,6 @@ _FALLBACK = {'avx512_bf16': 'avx512', 'avx512': 'avx2', 'generic': 'avx2'}
 _LOCK = threading.Lock()
 # The classes in use: None = not read yet.
 _POLICY = {'classes': None, 'source': None}
-# ours_forward_faster's answers while the classes stay the same: (class,
-# dtype, C, W, kernel, stride_hw) -> bool. A model asks the same few
-# questions at every forward.
-_ANSWERS = {}
 
 
 def _check(policy: dict, source: str) -> dict:
@@ -125,7 +121,6 @@ def set_forward_policy(policy: Union[None, str, Path, dict]) -> None:
     """
     with _LOCK:
         _POLICY['classes'] = None
-        _ANSWERS.clear()
     if policy is None:
         return
     base = dict(load_policy(POLICY_FILE))
@@ -138,7 +133,6 @@ def set_forward_policy(policy: Union[None, str, Path, dict]) -> None:
     with _LOCK:
         _POLICY['classes'] = base
         _POLICY['source'] = source
-        _ANSWERS.clear()
 
 
 def policy_entry(isa: Optional[str] = None) -> tuple:
@@ -188,13 +182,7 @@ def ours_forward_faster(x: torch.Tensor, weight: torch.Tensor,
     if key is None:
         return False
     stride_hw = int(stride[1]) if stride[1] == stride[2] else -1
-    question = (cpu_extension.cpu_isas()[0], key, x.shape[1], x.shape[-1],
-                kernel, stride_hw)
-    answer = _ANSWERS.get(question)
-    if answer is None:
-        rules = policy_entry()[1]['rules'].get(key, [])
-        answer = any(
-            rule_matches(r, x.shape[1], x.shape[-1], kernel, stride_hw)
-            for r in rules)
-        _ANSWERS[question] = answer
-    return answer
+    rules = policy_entry()[1]['rules'].get(key, [])
+    return any(
+        rule_matches(r, x.shape[1], x.shape[-1], kernel, stride_hw)
+        for r in rules)

@@ -120,7 +120,7 @@ struct OutBuf {
 // coefficients tiled K times: every block but the last is a whole number
 // of the vectorised loops' steps (two 16-float vectors; 32 bfloat16 values
 // are one 64-byte load) whatever C is (54, 108, ...), with no per-row tail
-// (at multiples of 16 only, the loops ran a 256-bit remainder every block).
+// (a multiple of 16 alone leaves a 256-bit remainder loop in every block).
 struct Period {
   int64_t K, P;
 };

@@ -29,7 +29,8 @@
 // channels than lanes are zero-padded. bfloat16 values are widened to
 // float32 with a shift and accumulated in float32; with AVX512-BF16
 // (__AVX512BF16__) the rounding back to bfloat16 is one vcvtneps2bf16
-// (float32 subnormals become zero there, as in oneDNN's bf16 kernels).
+// (float32 subnormals become zero there, as in oneDNN's bf16 kernels),
+// and the 16-lane grad_weight multiplies on vdpbf16ps (gw_pair_dpbf16).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
