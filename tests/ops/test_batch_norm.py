@@ -278,6 +278,34 @@ def test_squeeze_excite_silu_equals_the_module(fast, dtype):
         x0.mean(dim=(2, 3, 4), keepdim=True)))) < 1e-6
 
 
+def test_squeeze_excite_under_autocast_excites_in_float32(fast):
+    """Under CPU bf16 autocast the fused SE hands its excitation the mean
+    in float32 with autocast off (no bf16 casts of the SE's weights); the
+    output and x's gradient stay bfloat16 and match float64. A bfloat16
+    model without autocast keeps bfloat16 throughout."""
+    seen = []
+
+    def excite(pooled):
+        seen.append((pooled.dtype, torch.is_autocast_enabled('cpu')))
+        return torch.sigmoid(pooled * 3.0)
+
+    x0 = torch.randn(2, 16, 2, 3, 3).bfloat16().to(memory_format=CL)
+    g = torch.randn(x0.shape).bfloat16().to(memory_format=CL)
+    x = x0.clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = squeeze_excite_silu(x, excite)
+    assert seen == [(torch.float32, False)]
+    y.backward(g)
+    x64 = x0.double().requires_grad_()
+    ref = F.silu(x64 * excite(x64.mean((2, 3, 4), keepdim=True)))
+    ref.backward(g.double())
+    assert y.dtype == x.grad.dtype == torch.bfloat16
+    assert _rel(y, ref) < 8e-3 and _rel(x.grad, x64.grad) < 2e-2
+    seen.clear()
+    squeeze_excite_silu(x0, excite)
+    assert seen == [(torch.bfloat16, False)]
+
+
 def test_squeeze_excite_silu_without_the_pooling_gradient(fast):
     # Only the scaling's path reaches x when the pooled input is detached
     # inside ``excite``: the pooling's backward is then never called and

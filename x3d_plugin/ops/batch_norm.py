@@ -171,7 +171,18 @@ def squeeze_excite_silu(x: Tensor, excite: Callable[[Tensor],
     if not squeeze_excite_fusable(x):
         return F.silu(x * excite(x.mean(dim=(2, 3, 4), keepdim=True)))
     link = {}
-    scale = excite(_SEPool.apply(x, link))
+    # Under CPU autocast the excitation (two matrix products of N x C
+    # values) runs in float32 on a float32 mean: in bfloat16 autocast would
+    # cast its four weights and their gradients at every call, which took
+    # longer than the products (and a bfloat16 mean first copies all of x
+    # to float32).
+    in_float = x.dtype != torch.float32 and torch.is_autocast_enabled('cpu')
+    pooled = _SEPool.apply(x, link, in_float)
+    if in_float:
+        with torch.autocast('cpu', enabled=False):
+            scale = excite(pooled)
+    else:
+        scale = excite(pooled)
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
     return _SEScaleSilu.apply(x, scale.contiguous(), link)
@@ -243,9 +254,13 @@ class _SEPool(torch.autograd.Function):
     gradient: the pooling's plus the one :class:`_SEScaleSilu` left."""
 
     @staticmethod
-    def forward(ctx, x, link):
+    def forward(ctx, x, link, in_float):
         ctx.link = link
         ctx.shape = x.shape
+        ctx.dtype = x.dtype
+        if in_float:  # summed into float32 as x is read
+            pooled = x.sum(dim=(2, 3, 4), keepdim=True, dtype=torch.float32)
+            return pooled.div_(float(x.shape[2] * x.shape[3] * x.shape[4]))
         return x.mean(dim=(2, 3, 4), keepdim=True)
 
     @staticmethod
@@ -254,7 +269,8 @@ class _SEPool(torch.autograd.Function):
         add = grad_pooled.float().reshape(n * c) / float(t * h * w)
         stash = ctx.link.pop('grad_y', None)
         if stash is None:  # no gradient came through the scaling
-            return (grad_pooled / float(t * h * w)).expand(ctx.shape), None
+            grad = (grad_pooled / float(t * h * w)).to(ctx.dtype)
+            return grad.expand(ctx.shape), None, None
         grad_y, x, scale = stash
         return cpu_extension.bn_kernels().scale_silu_grad_input(
-            grad_y, x, scale, add), None
+            grad_y, x, scale, add), None, None
