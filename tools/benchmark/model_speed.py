@@ -65,12 +65,11 @@ CLOCK = [time.perf_counter]
 
 def time_inference(model, x, precision, device, repeats=3):
     """Seconds per forward pass, averaged over ``repeats`` passes (one pass
-    of a small model is too short to time alone) after one untimed pass.
-    A forward right after a training step runs on the caches and freed
-    memory the step left: the first took up to 1.2x the time of the next
-    ones, and their mean was still 2-3% above that of forwards timed after
-    other forwards (X3D-XS, 2-core CPU); :func:`main` therefore times the
-    inferences of a round after its train steps."""
+    of a small model is too short to time alone) after one untimed pass:
+    a forward right after a training step runs on the caches and freed
+    memory the step left (the first took up to 1.2x the time of the next
+    ones, X3D-XS on a 2-core CPU). :func:`main` also times the inferences
+    of a round after all its train steps."""
     model.eval()
     with torch.no_grad(), torch.autocast(
             device.split(':')[0], dtype=precision,
