@@ -506,27 +506,25 @@ void gw_pair_dpbf16(const c10::BFloat16* __restrict__ go,
         rest[t] += g * Io<S>::load(x + i * C + c);
       }
     };
+    // Outputs w0 and w0 + 1 into accumulator set u.
+    auto two = [&](int64_t w0, int u) {
+      const S* gp = go + w0 * C + c;
+      const __m512bh g = pair(gp, gp + C);
+      const S* xp = x + (w0 * is + r.off0) * C + c;
+      for (int t = 0; t < NT; ++t)
+        acc[t][u] = _mm512_dpbf16_ps(acc[t][u], g,
+                                     pair(xp + t * C, xp + (is + t) * C));
+    };
     for (int64_t wo = 0; wo < lo; ++wo) one(wo);
     int64_t wo = lo;
     // Two pairs (four outputs) per step: two accumulators per tap.
     for (; wo + 4 <= hi; wo += 4) {
-      for (int u = 0; u < 2; ++u) {
-        const int64_t w0 = wo + 2 * u;
-        const S* gp = go + w0 * C + c;
-        const __m512bh g = pair(gp, gp + C);
-        const S* xp = x + (w0 * is + r.off0) * C + c;
-        for (int t = 0; t < NT; ++t)
-          acc[t][u] = _mm512_dpbf16_ps(acc[t][u], g,
-                                       pair(xp + t * C, xp + (is + t) * C));
-      }
+      two(wo, 0);
+      two(wo + 2, 1);
     }
-    for (; wo + 2 <= hi; wo += 2) {
-      const S* gp = go + wo * C + c;
-      const __m512bh g = pair(gp, gp + C);
-      const S* xp = x + (wo * is + r.off0) * C + c;
-      for (int t = 0; t < NT; ++t)
-        acc[t][0] = _mm512_dpbf16_ps(acc[t][0], g,
-                                     pair(xp + t * C, xp + (is + t) * C));
+    if (wo + 2 <= hi) {
+      two(wo, 0);
+      wo += 2;
     }
     for (; wo < r.J; ++wo) one(wo);
     for (int t = 0; t < NT; ++t) {
