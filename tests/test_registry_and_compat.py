@@ -1,5 +1,6 @@
 """The plugin's registry scope, and the shims for the pinned stack: each
 repairs a defect that the pinned stack shows without it."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -152,6 +153,73 @@ def test_pinned_stack_fails_without_the_drn_shim():
                                    "drn.apply()"))
     assert proc.returncode == 0, proc.stderr
     assert 'fails' not in proc.stdout
+
+
+def fake_transformers(folder, version):
+    """An installed-looking transformers ``version`` in ``folder`` that holds
+    none of what mmaction2's VindLU imports from it."""
+    package = folder / 'transformers'
+    package.mkdir(parents=True)
+    (package / '__init__.py').write_text(f'__version__ = {version!r}\n')
+    (package / 'modeling_utils.py').write_text('class PreTrainedModel:\n'
+                                               '    pass\n')
+    info = folder / f'transformers-{version}.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text('Metadata-Version: 2.1\n'
+                                   f'Name: transformers\nVersion: {version}\n')
+
+
+@pytest.mark.parametrize('version, reason', [
+    ('5.0.0', 'transformers 5.0.0 lacks names'),
+    ('4.40.1', 'VindLU imports timm, which is not installed'),
+    ('4.27.0', None),
+])
+def test_an_unimportable_transformers_breaks_mmaction_without_the_shim(
+        tmp_path, version, reason):
+    if reason and 'timm' in reason and importlib.util.find_spec('timm'):
+        pytest.skip('timm is installed here')
+    fake_transformers(tmp_path, version)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(tmp_path),
+                                                       str(ROOT))))
+    code = WITHOUT_PLUGIN.format(root=str(ROOT)) + """
+    shim('mmaction_drn').apply()
+    multimodal = shim('mmaction_multimodal')
+    print('needed', multimodal.needed())
+    print('reason', multimodal.blocker())
+    try:
+        import mmaction.models
+        print('imports')
+    except ImportError as err:
+        print('fails:', (err.name or str(err)).split('.')[0])
+    """
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    needed, why, result = proc.stdout.splitlines()[:3]
+    if reason is None:
+        # mmaction2 does not import VindLU below transformers 4.28.
+        assert (needed, why, result) == ('needed False', 'reason None',
+                                         'imports')
+        return
+    assert needed == 'needed True' and reason in why
+    assert result == 'fails: transformers'
+
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent("""
+        import x3d_plugin
+        from x3d_plugin import compat
+        import mmaction.models
+        from mmaction.registry import MODELS
+        from mmaction.models import Recognizer3D
+        print(compat.applied_shims())
+        try:
+            MODELS.build(dict(type='VindLUVQA'))
+        except ImportError as err:
+            print(err)
+    """)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    applied, error = proc.stdout.splitlines()[:2]
+    assert 'mmaction_multimodal' in applied
+    assert error.startswith('VindLUVQA cannot be built: ') and reason in error
 
 
 def test_pinned_stack_fails_without_the_weights_only_shim(tmp_path):

@@ -9,6 +9,9 @@ Each module says what it changes for other models in the same process
 
 * :mod:`.mmaction_drn`: the mmaction2 1.2.0 wheel lacks
   ``mmaction/models/localizers/drn``, so ``import mmaction.models`` fails.
+* :mod:`.mmaction_multimodal`: mmaction2 1.2.0 imports VindLU whenever
+  transformers is installed, which fails with transformers 5 (or without
+  timm or einops), so ``import mmaction.models`` fails.
 * :mod:`.weights_only`: torch >= 2.6 loads weights-only by default and
   MMEngine 0.10 checkpoints hold ``HistoryBuffer`` and numpy objects, so
   ``load_from``/``resume`` of a runner checkpoint fails.
@@ -21,7 +24,7 @@ naming the plugin's runner and hooks (:mod:`x3d_plugin.engine`). MMDetection
 on mmcv-lite (:mod:`.detection`) is enabled when an AVA detector of the
 plugin is built, never at import.
 """
-from . import mmaction_drn, mmcv_lite, weights_only
+from . import mmaction_drn, mmaction_multimodal, mmcv_lite, weights_only
 from .versions import (MissingMMCVError, UnsupportedVersionError,
                        check_versions, require_mmcv)
 
@@ -31,7 +34,7 @@ __all__ = [
 ]
 
 # Applied in this order by apply_stack_shims.
-SHIMS = (mmcv_lite, mmaction_drn, weights_only)
+SHIMS = (mmcv_lite, mmaction_drn, mmaction_multimodal, weights_only)
 _APPLIED = []
 
 
