@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from x3d_plugin.ops import (ChannelwiseConv3d, channelwise_conv3d,
-                            set_fast_channelwise,
-                            triton_channelwise_available, triton_error)
+                            set_fast_channelwise, triton_channelwise_available,
+                            triton_error, triton_probe)
 
 ROOT = Path(__file__).resolve().parents[2]
 CL = torch.channels_last_3d
@@ -330,16 +330,36 @@ def test_gpu_tables_script_parses():
 # --------------------------------------------------------------------------
 # (b) On a GPU
 # --------------------------------------------------------------------------
+def reprobe_triton(monkeypatch):
+    """Turns the Triton path on (``X3D_PLUGIN_TRITON=1``) and forgets the
+    probe's answer, so that the next call asks again; both are undone
+    after the test."""
+    monkeypatch.setenv('X3D_PLUGIN_TRITON', '1')
+    monkeypatch.setitem(triton_probe._TRITON, 'ok', None)
+    monkeypatch.setitem(triton_probe._TRITON, 'error', None)
+
+
+def test_reprobe_asks_again(monkeypatch):
+    """What the GPU fixture does, here: the probe answers anew and, on a
+    machine without CUDA, names CUDA whatever it answered before."""
+    monkeypatch.setitem(triton_probe._TRITON, 'ok', False)
+    monkeypatch.setitem(triton_probe._TRITON, 'error', 'an earlier answer')
+    reprobe_triton(monkeypatch)
+    assert os.environ['X3D_PLUGIN_TRITON'] == '1'
+    assert triton_channelwise_available() == (HAS_CUDA and HAS_TRITON)
+    if not HAS_CUDA:
+        assert triton_error() == 'CUDA is not available'
+
+
 @pytest.fixture
 def triton_gpu(monkeypatch):
     if not HAS_CUDA:
         pytest.skip('no CUDA device')
     if not HAS_TRITON:
         pytest.skip('triton is not installed')
-    monkeypatch.setenv('X3D_PLUGIN_TRITON', '1')  # opt-in until timed
-    import x3d_plugin.ops.channelwise_conv3d as cw
-    monkeypatch.setitem(cw._TRITON, 'ok', None)
-    monkeypatch.setitem(cw._TRITON, 'error', None)
+    reprobe_triton(monkeypatch)
+    # cuDNN's float32 convolutions, the references here, in float32.
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
     assert triton_channelwise_available(), triton_error()
     set_fast_channelwise(True)
     yield
