@@ -327,16 +327,38 @@ def test_gpu_tables_script_parses():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_gpu_tables_runs_only_the_steps_named(tmp_path):
+    """STEPS picks the steps of gpu_tables.sh (TOTAL_S=0: a step that is
+    picked is skipped for want of time), with the installed stack."""
+    env = dict(os.environ, STEPS='op_table', TOTAL_S='0',
+               OUT=str(tmp_path / 'out'), WHEELS=str(tmp_path / 'none'),
+               PYTHON=sys.executable)
+    done = subprocess.run(
+        ['bash', str(ROOT / 'tools' / 'benchmark' / 'gpu_tables.sh')],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert [s for s in lines if s.endswith(': not in STEPS')] == [
+        f'== {name}: not in STEPS' for name in ('cuda_tests', 'model_table',
+                                                'cpu_op_tests', 'profile_m')
+    ]
+    skipped = [s for s in lines if ': skipped' in s]
+    assert len(skipped) == 1 and skipped[0].startswith('== op_table: skipped')
+
+
 # --------------------------------------------------------------------------
 # (b) On a GPU
 # --------------------------------------------------------------------------
-def reprobe_triton(monkeypatch):
-    """Turns the Triton path on (``X3D_PLUGIN_TRITON=1``) and forgets the
-    probe's answer, so that the next call asks again; both are undone
-    after the test."""
-    monkeypatch.setenv('X3D_PLUGIN_TRITON', '1')
-    monkeypatch.setitem(triton_probe._TRITON, 'ok', None)
-    monkeypatch.setitem(triton_probe._TRITON, 'error', None)
+def reprobe_triton(monkeypatch, setting=None):
+    """Sets ``X3D_PLUGIN_TRITON`` to ``setting`` (None: unset, the
+    default) and forgets the probe's answer and warning, so that the next
+    call asks again; all of it is undone after the test."""
+    if setting is None:
+        monkeypatch.delenv('X3D_PLUGIN_TRITON', raising=False)
+    else:
+        monkeypatch.setenv('X3D_PLUGIN_TRITON', setting)
+    for key, value in (('ok', None), ('error', None), ('warned', False)):
+        monkeypatch.setitem(triton_probe._TRITON, key, value)
 
 
 def test_reprobe_asks_again(monkeypatch):
@@ -345,10 +367,45 @@ def test_reprobe_asks_again(monkeypatch):
     monkeypatch.setitem(triton_probe._TRITON, 'ok', False)
     monkeypatch.setitem(triton_probe._TRITON, 'error', 'an earlier answer')
     reprobe_triton(monkeypatch)
-    assert os.environ['X3D_PLUGIN_TRITON'] == '1'
+    assert 'X3D_PLUGIN_TRITON' not in os.environ
     assert triton_channelwise_available() == (HAS_CUDA and HAS_TRITON)
     if not HAS_CUDA:
         assert triton_error() == 'CUDA is not available'
+
+
+def test_triton_is_the_cuda_default_and_its_fallback_warns(monkeypatch,
+                                                           recwarn):
+    """With CUDA (pretended here): the kernels load unless
+    X3D_PLUGIN_TRITON=0; a Triton that does not import falls back to
+    cuDNN with one warning naming the cause and both fixes."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    loads = []
+    monkeypatch.setattr(triton_probe, 'triton_kernels',
+                        lambda: loads.append(1))
+    reprobe_triton(monkeypatch)
+    assert triton_channelwise_available() and triton_error() is None
+    assert loads == [1]
+
+    reprobe_triton(monkeypatch, '0')
+    assert not triton_channelwise_available()
+    assert triton_error() == 'turned off by X3D_PLUGIN_TRITON=0'
+    assert loads == [1] and len(recwarn) == 0
+
+    def missing():
+        raise ModuleNotFoundError("No module named 'triton'", name='triton')
+
+    monkeypatch.setattr(triton_probe, 'triton_kernels', missing)
+    reprobe_triton(monkeypatch)
+    assert not triton_channelwise_available()
+    assert triton_error().startswith("No module named 'triton'; fix: pip "
+                                     'install triton')
+    (warning, ) = recwarn.list
+    message = str(warning.message)
+    assert 'pip install triton' in message and 'cuDNN' in message
+    assert 'X3D_PLUGIN_TRITON=0' in message
+    triton_probe._TRITON['ok'] = None  # asks again; warned stays True
+    assert not triton_channelwise_available()
+    assert len(recwarn) == 1
 
 
 @pytest.fixture
@@ -357,13 +414,33 @@ def triton_gpu(monkeypatch):
         pytest.skip('no CUDA device')
     if not HAS_TRITON:
         pytest.skip('triton is not installed')
-    reprobe_triton(monkeypatch)
+    reprobe_triton(monkeypatch)  # the default: on
     # cuDNN's float32 convolutions, the references here, in float32.
     monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
     assert triton_channelwise_available(), triton_error()
     set_fast_channelwise(True)
     yield
     set_fast_channelwise(True)
+
+
+# One tile for every kernel instead of autotuning: each shape then compiles
+# 3 kernels, not 11 (about 1 s each on an H200), which keeps the grid of
+# shapes below within the GPU check's minutes. The tuned tiles run in the
+# full-size, determinism, autocast, switch and compile tests.
+FIXED_TILE = dict(BLOCK_P=16, BLOCK_C=32, num_warps=4)
+
+
+@pytest.fixture
+def fixed_tile(triton_gpu, monkeypatch):
+    tc = triton_probe.triton_kernels()
+    tuned = tc._config
+
+    def config(given, dtype):
+        if given is None and dtype != torch.float64:
+            return dict(FIXED_TILE)
+        return tuned(given, dtype)
+
+    monkeypatch.setattr(tc, '_config', config)
 
 
 def op_with_grads(x, w, stride, padding, g):
@@ -379,7 +456,7 @@ def op_with_grads(x, w, stride, padding, g):
                                        (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize('kernel,stride,padding', X3D_OPS)
 @pytest.mark.parametrize('channels', [24, 54, 216, 432])
-def test_cuda_x3d_shapes(triton_gpu, dtype, tol, kernel, stride, padding,
+def test_cuda_x3d_shapes(fixed_tile, dtype, tol, kernel, stride, padding,
                          channels):
     x = torch.randn(2, channels, 8, 14, 14, device='cuda').to(dtype)
     x = x.contiguous(memory_format=CL)
@@ -394,7 +471,7 @@ def test_cuda_x3d_shapes(triton_gpu, dtype, tol, kernel, stride, padding,
 
 @needs_cuda
 @pytest.mark.parametrize('channels', [54, 108])
-def test_cuda_float16(triton_gpu, channels):
+def test_cuda_float16(fixed_tile, channels):
     x = torch.randn(2, channels, 6, 11, 13, device='cuda').half()
     w = torch.randn(channels, 1, 3, 3, 3, device='cuda').half()
     g = torch.randn(_out(x, w, (1, 2, 2), (1, 1, 1)), device='cuda').half()
@@ -426,7 +503,7 @@ def test_cuda_x3d_m_stage1_full_size(triton_gpu):
 
 
 @needs_cuda
-def test_cuda_noncontiguous_and_ncdhw(triton_gpu):
+def test_cuda_noncontiguous_and_ncdhw(fixed_tile):
     big = torch.randn(2, 60, 6, 9, 8, device='cuda')
     w = torch.randn(54, 1, 3, 3, 3, device='cuda')
     for x in (big[:, 3:57, 1:5, :8], big[:, :54].contiguous()):
@@ -510,7 +587,7 @@ def test_cuda_switch_selects_cudnn(triton_gpu):
 
 @needs_cuda
 @pytest.mark.parametrize('precision', [torch.float32, torch.bfloat16])
-def test_cuda_x3d_backbone_triton_equals_cudnn(triton_gpu, precision):
+def test_cuda_x3d_backbone_triton_equals_cudnn(fixed_tile, precision):
     """X3D-S (train mode) on CUDA: the Triton path and cuDNN give the same
     features and the same gradient for every parameter (relative error of
     each tensor's norm; TF32 off so that float32 means float32)."""

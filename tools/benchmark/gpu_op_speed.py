@@ -15,12 +15,12 @@ and the forward alone for cuDNN NDHWC and Triton; times are medians over
 up to ``--repeats`` rounds after a warm-up (the first Triton call of a
 shape autotunes), the variants alternating within each round. Before
 timing, Triton's output and gradients are compared with cuDNN's (largest
-difference relative to the largest cuDNN value). ``network`` rows add the
+difference relative to the largest cuDNN value, cuDNN without TF32); the
+timings keep PyTorch's TF32 setting. ``network`` rows add the
 layers up, each shape counted as often as the network has it.
 
 Example::
 
-    export X3D_PLUGIN_TRITON=1  # the kernels are opt-in
     python tools/benchmark/gpu_op_speed.py                # M and L, fp32+bf16
     python tools/benchmark/gpu_op_speed.py --archs m --dtypes bf16
     python tools/benchmark/gpu_op_speed.py --list-shapes  # no GPU needed
@@ -111,7 +111,14 @@ def bench_shape(batch, channels, size, kernel, stride, padding, dtype,
         with torch.no_grad():
             m(inp)
 
-    ref = fwd_bwd(x_cl, g_cl, False)
+    # The reference in float32: cuDNN may use TF32 for float32 convolutions
+    # (torch.backends.cudnn.allow_tf32, on by default, kept for timing).
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref = fwd_bwd(x_cl, g_cl, False)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
     got = fwd_bwd(x_cl, g_cl, True)  # autotunes this shape
     diff = max(rel_diff(a, b) for a, b in zip(got, ref))
     del ref, got
@@ -171,7 +178,8 @@ def main(argv=None):
           f'triton {triton.__version__}, cuDNN '
           f'{torch.backends.cudnn.version()}\n\n`{cmd.strip()}`; times in '
           f'ms (median of up to {args.repeats}); diff: largest |Triton - '
-          'cuDNN| / largest |cuDNN| over output, grad_input, grad_weight\n')
+          'cuDNN| / largest |cuDNN| over output, grad_input, grad_weight '
+          '(cuDNN without TF32)\n')
     print('| group | shape (N x C x T x H x W) | dtype | layers '
           '| cuDNN NCDHW fwd+bwd | cuDNN NDHWC fwd+bwd '
           '| Triton fwd+bwd (fwd / bwd) | cuDNN NDHWC fwd '

@@ -25,10 +25,9 @@ The parts, one module each:
   implementation for ``torch.compile``, CPU autocast to bfloat16, CUDA
   kernels) and its eager twin;
 * :mod:`x3d_plugin.ops.triton_probe`: whether the Triton kernels
-  (:mod:`x3d_plugin.ops.triton_channelwise`) can run; they are off by
-  default (``X3D_PLUGIN_TRITON=1`` turns them on): tested under Triton's
-  CPU interpreter and compiled for sm_90, but not yet run or timed on a
-  GPU (``tools/benchmark/gpu_tables.sh`` does both). Under
+  (:mod:`x3d_plugin.ops.triton_channelwise`) can run; they are the CUDA
+  path by default (``X3D_PLUGIN_TRITON=0`` turns them off), timed on an
+  H200 by ``tools/benchmark/gpu_tables.sh``. Under
   ``torch.autocast('cuda')`` the op runs in the autocast dtype, as
   ``F.conv3d`` would.
 

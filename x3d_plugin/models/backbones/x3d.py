@@ -378,10 +378,12 @@ class X3D(BaseModule):
             the convolution weights are stored in it too, which
             ``torch.compile`` needs to pick the fast kernels).
             The channelwise convolutions (``ChannelwiseConv3d``) run on
-            :mod:`x3d_plugin.ops`' CPU kernel, which works in this format
-            (its output is channels-last in any case), and on cuDNN's fast
-            kernels on CUDA only in this format. The numbers are the same
-            either way. Defaults to True.
+            :mod:`x3d_plugin.ops`' kernels, which work in this format (their
+            output is channels-last in any case): C++ on CPU, Triton on
+            CUDA (cuDNN's channelwise kernels, the fallback without
+            Triton, are several times slower in this format than in
+            NCDHW; docs/benchmarks.md). The numbers are the same either
+            way. Defaults to True.
         zero_init_residual (bool): Initialise the last BN of each block to
             zero, as PySlowFast does (``RESNET.ZERO_INIT_FINAL_BN``).
             Defaults to True.
