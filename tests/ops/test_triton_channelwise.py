@@ -513,6 +513,26 @@ def test_cuda_noncontiguous_and_ncdhw(fixed_tile):
 
 
 @needs_cuda
+def test_cuda_bias_is_added_after_the_op(fixed_tile):
+    """A channelwise conv with a bias (BN folded in) runs the Triton op
+    (channels-last output) and adds the bias; gradients reach the bias."""
+    m = ChannelwiseConv3d(54, 3, stride=(1, 2, 2), padding=1,
+                          bias=True).cuda()
+    x = torch.randn(2, 54, 4, 9, 9, device='cuda').contiguous(
+        memory_format=CL).requires_grad_()
+    y = m(x)
+    assert y.is_contiguous(memory_format=CL)
+    ref = reference(x, m.weight, m.stride, m.padding,
+                    torch.ones_like(y))[0] + m.bias.double().view(
+                        1, -1, 1, 1, 1)
+    torch.testing.assert_close(y.double(), ref.detach(), rtol=1e-4,
+                               atol=1e-4)
+    y.sum().backward()
+    torch.testing.assert_close(m.bias.grad,
+                               torch.full_like(m.bias, y[0, 0].numel() * 2))
+
+
+@needs_cuda
 def test_cuda_grad_weight_deterministic(triton_gpu):
     x = torch.randn(4, 54, 8, 28, 28, device='cuda', dtype=torch.bfloat16)
     w = torch.randn(54, 1, 3, 3, 3, device='cuda', dtype=torch.bfloat16)

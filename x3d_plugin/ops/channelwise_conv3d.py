@@ -224,9 +224,8 @@ class ChannelwiseConv3d(nn.Conv3d):
         padding (int | tuple[int, int, int]): Zero padding. Defaults to 0.
         dilation (int | tuple[int, int, int]): Dilation; other than 1 it
             runs ``nn.Conv3d.forward``. Defaults to 1.
-        bias (bool): Whether to add a learnable bias (on the CPU fast path
-            added after the op; on CUDA it runs ``nn.Conv3d.forward``).
-            Defaults to False.
+        bias (bool): Whether to add a learnable bias (on the fast paths,
+            CPU and CUDA, added after the op). Defaults to False.
 
     Example:
         >>> conv = ChannelwiseConv3d(54, 3, stride=(1, 2, 2), padding=1)
@@ -267,17 +266,22 @@ class ChannelwiseConv3d(nn.Conv3d):
                 and _use_op(x, self.weight, self.stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == 'cuda' and self._op_geometry():
+        if x.device.type == 'cuda' and self._op_geometry(with_bias=True):
             cuda_inputs = _cuda_inputs(x, self.weight)
             if cuda_inputs is not None:
-                return _cw_conv3d_op(*cuda_inputs, self.stride,
-                                     self.padding)
+                return self._add_bias(
+                    _cw_conv3d_op(*cuda_inputs, self.stride, self.padding))
         if self._fast_ok(x):
-            out = _cpu_op(x, self.weight, self.stride, self.padding)
-            if self.bias is None:
-                return out
-            # A bias (BN folded in by fuse_conv_bn) is one more pass; the
-            # kt x 1 x 1 stem kernel in oneDNN costs far more (99 ms
-            # against 1.7 ms for X3D-M's stem at batch 1).
-            return out + self.bias.to(out.dtype).view(1, -1, 1, 1, 1)
+            return self._add_bias(
+                _cpu_op(x, self.weight, self.stride, self.padding))
         return super().forward(x)
+
+    def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
+        """``out`` plus the bias, if any. A bias (BN folded in by
+        fuse_conv_bn) is one more pass; the convolutions it replaces cost
+        far more: oneDNN's kt x 1 x 1 stem kernel (99 ms against 1.7 ms for
+        X3D-M's stem at batch 1 on CPU), cuDNN's channels-last kernels on
+        CUDA (docs/benchmarks.md)."""
+        if self.bias is None:
+            return out
+        return out + self.bias.to(out.dtype).view(1, -1, 1, 1, 1)

@@ -6,9 +6,10 @@ default; ``X3D_PLUGIN_TRITON=0`` turns them off (then cuDNN's ``F.conv3d``
 runs). Triton is imported when the first CUDA tensor reaches the op. On an
 H200 the X3D-M train step (batch 16, channels-last) ran 2.4x (fp32) and
 6.2x (bf16) faster with them than with cuDNN's channelwise convolution,
-whose channels-last kernels are 3-30x slower than its NCDHW ones
-(docs/benchmarks.md, GPU section), so a CUDA machine without a working
-Triton gets one warning saying so.
+whose channels-last kernels take 1.7x-4.7x (fp32) and 6x-31x (bf16) the
+time of its NCDHW ones at the 3x3x3 layers (docs/benchmarks.md, GPU
+section), so a CUDA machine without a working Triton gets one warning
+saying so.
 """
 import os
 import threading
