@@ -5,10 +5,10 @@ transformers 5 (``modeling_utils`` no longer holds
 it) or without ``timm`` or ``einops``, which VindLU also imports. Then
 ``import mmaction.models`` fails for every model, not only VindLU's.
 
-Detected: ``mmaction.models.multimodal`` is not imported yet, and the
-installed transformers is 4.28 or newer and either 5 or newer or installed
-without timm or einops (read from the installed distributions, without
-importing transformers).
+Detected: mmaction2 is installed, ``mmaction.models.multimodal`` is not
+imported yet, and the installed transformers is 4.28 or newer and either
+5 or newer or installed without timm or einops (read from the installed
+distributions, without importing transformers).
 Change: one module, ``mmaction.models.multimodal``, is added to
 ``sys.modules`` (it exports nothing), and the names VindLU registers in
 MMAction2's MODELS registry (``VindLUVQA``, ``VindLURetrievalMC``,
@@ -18,7 +18,6 @@ transformers is missing. VindLU cannot be built with or without the shim.
 """
 import importlib.metadata
 import importlib.util
-import os
 import re
 import sys
 import types
@@ -56,15 +55,7 @@ def blocker() -> Optional[str]:
 
 
 def needed() -> bool:
-    if PACKAGE in sys.modules:
-        return False
-    spec = importlib.util.find_spec('mmaction')
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    if not any(
-            os.path.isfile(os.path.join(root, 'models', 'multimodal',
-                                        '__init__.py'))
-            for root in spec.submodule_search_locations):
+    if PACKAGE in sys.modules or importlib.util.find_spec('mmaction') is None:
         return False
     return blocker() is not None
 
