@@ -4,8 +4,8 @@ carrying the same weights, side by side in one process.
 Each configuration is timed in turn within every round (runs alternated:
 each round times every train step, then every inference, every other
 round in reverse order), after warm-up; the table shows the median over
-rounds in clips/s and the ratio to MMAction2 at its defaults. Outputs are checked to agree (eval,
-fp32, <= 1e-4) before anything is timed.
+rounds in clips/s and the ratio to MMAction2 at its defaults. Outputs are
+checked to agree (eval, fp32, <= 1e-4) before anything is timed.
 
 Configurations: MMAction2's model at its defaults and with channels-last
 input and weights; ours at its defaults (channels-last, the channelwise
