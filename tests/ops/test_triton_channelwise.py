@@ -318,6 +318,15 @@ def test_gpu_op_speed_lists_x3d_shapes(capsys):
     assert 'X3D-M b16 | 16x54x16x112x112 k3x3x3 s1x2x2' in lines
     assert 'X3D-M b16 | 16x432x16x7x7 k3x3x3' in lines
     assert 'X3D-L b8 | 8x54x16x156x156 k3x3x3 s1x2x2' in lines
+    # --rows: positions in that order; a position past the end is refused.
+    tool.main(['--list-shapes', '--archs', 'l', '--rows', '9', '2'])
+    assert capsys.readouterr().out.splitlines() == [
+        'X3D-L b8 | 8x54x16x156x156 k3x3x3 s1x2x2',
+        'X3D-L b8 | 8x432x16x10x10 k3x3x3']
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(['--list-shapes', '--archs', 'l', '--rows', '10'])
+    assert exit_info.value.code == 2
+    assert '--rows 10: there are 9 shapes' in capsys.readouterr().err
 
 
 def test_gpu_tables_script_parses():

@@ -24,6 +24,7 @@ Example::
     python tools/benchmark/gpu_op_speed.py                # M and L, fp32+bf16
     python tools/benchmark/gpu_op_speed.py --archs m --dtypes bf16
     python tools/benchmark/gpu_op_speed.py --list-shapes  # no GPU needed
+    python tools/benchmark/gpu_op_speed.py --archs l --dtypes bf16 --rows 9
 """
 import argparse
 import statistics
@@ -156,12 +157,25 @@ def main(argv=None):
     parser.add_argument('--budget-ms', type=float, default=3000,
                         help='about how long the timed rounds of one shape '
                         'may take (default 3000)')
+    parser.add_argument('--rows', nargs='+', type=int, default=None,
+                        help='time only these shapes: 1-based positions '
+                        'in the order of --list-shapes (the network rows '
+                        'then add up these alone)')
     parser.add_argument('--list-shapes', action='store_true',
                         help='print the layer shapes and exit (no GPU '
                         'needed)')
     args = parser.parse_args(argv)
     shapes = [row for arch in args.archs
               for row in layer_shapes(arch, args.batch or TRAIN_BATCH[arch])]
+    layers = {}
+    for row in shapes:
+        layers[row[0]] = layers.get(row[0], 0) + row[-1]
+    if args.rows:
+        wrong = [i for i in args.rows if not 1 <= i <= len(shapes)]
+        if wrong:
+            parser.error(f'--rows {wrong[0]}: there are {len(shapes)} '
+                         'shapes (see --list-shapes)')
+        shapes = [shapes[i - 1] for i in sorted(set(args.rows))]
     if args.list_shapes:
         for group, batch, channels, size, kernel, stride, _, _ in shapes:
             print(f'{group} | '
@@ -210,7 +224,11 @@ def main(argv=None):
                   flush=True)
         for group, t in totals.items():
             best = min(t['cudnn_ncdhw'], t['cudnn_ndhwc'])
-            print(f'| {group} | network (all channelwise layers) '
+            timed = sum(row[-1] for row in shapes if row[0] == group)
+            what = ('network (all channelwise layers)'
+                    if timed == layers[group] else
+                    f'{timed} of {layers[group]} layers (--rows)')
+            print(f'| {group} | {what} '
                   f'| {dtype_name} | | {t["cudnn_ncdhw"]:.1f} '
                   f'| {t["cudnn_ndhwc"]:.1f} | {t["triton"]:.1f} '
                   f'({t["triton_fwd"]:.1f} / '

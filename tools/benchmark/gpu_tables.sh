@@ -6,7 +6,8 @@
 #      (tests/ops/test_triton_channelwise.py without the interpreter
 #      cases, which the CPU runs cover); on an H200 each new shape costs
 #      about 1 s of compilation per kernel and tile, hence the fixed tile
-#      in most of them;
+#      in most of them (at most ${CUDA_TESTS_S:-240} s; the slowest
+#      tests' times are printed);
 #   2. op_table: Triton against cuDNN NCDHW and cuDNN channels-last,
 #      forward+backward, fp32 and bf16, at every X3D-M (batch 16) and
 #      X3D-L (batch 8) channelwise layer shape
@@ -111,9 +112,10 @@ print("x3d_plugin", x3d_plugin.__version__, "from", x3d_plugin.__path__[0],
     exit 1
 fi
 
-step cuda_tests 240 'passed|failed|error|FAILED|ERROR|SKIPPED' \
+step cuda_tests "${CUDA_TESTS_S:-240}" \
+    'passed|failed|error|FAILED|ERROR|SKIPPED|s call' \
     $PYTHON -m pytest tests/ops/test_triton_channelwise.py -q -rfEs \
-    -p no:cacheprovider -k 'not interpreted'
+    -p no:cacheprovider -k 'not interpreted' --durations=12
 step op_table 170 '^\||diff:|unavailable|no CUDA|Error' \
     $PYTHON tools/benchmark/gpu_op_speed.py --archs m l --dtypes fp32 bf16 \
     --repeats 10 --budget-ms 1000
