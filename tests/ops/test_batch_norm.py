@@ -287,6 +287,7 @@ def test_squeeze_excite_under_autocast_excites_in_float32(fast):
 
     def excite(pooled):
         seen.append((pooled.dtype, torch.is_autocast_enabled('cpu')))
+        excite.pooled = pooled.detach()
         return torch.sigmoid(pooled * 3.0)
 
     x0 = torch.randn(2, 16, 2, 3, 3).bfloat16().to(memory_format=CL)
@@ -295,6 +296,9 @@ def test_squeeze_excite_under_autocast_excites_in_float32(fast):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         y = squeeze_excite_silu(x, excite)
     assert seen == [(torch.float32, False)]
+    assert excite.pooled.shape == (2, 16, 1, 1, 1)
+    # The mean of the bfloat16 values in float32 (not rounded to bfloat16).
+    assert _rel(excite.pooled, x0.double().mean((2, 3, 4), True)) < 1e-6
     y.backward(g)
     x64 = x0.double().requires_grad_()
     ref = F.silu(x64 * excite(x64.mean((2, 3, 4), keepdim=True)))
@@ -304,6 +308,20 @@ def test_squeeze_excite_under_autocast_excites_in_float32(fast):
     seen.clear()
     squeeze_excite_silu(x0, excite)
     assert seen == [(torch.bfloat16, False)]
+
+
+@pytest.mark.parametrize('shape', SHAPES + [(2, 54, 4, 20, 20)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_channel_sum_is_a_float32_sum_per_sample_and_channel(
+        fast, shape, dtype):
+    from x3d_plugin.ops import cpu_extension
+    x = (torch.randn(shape) + 0.5).to(dtype).to(memory_format=CL)
+    got = cpu_extension.bn_kernels().channel_sum(x)
+    assert got.dtype == torch.float32 and got.shape == shape[:2]
+    ref = x.double().sum((2, 3, 4))
+    assert _rel(got, ref) < 1e-6
+    with pytest.raises(RuntimeError, match='channels-last-3d'):
+        cpu_extension.bn_kernels().channel_sum(x.contiguous())
 
 
 def test_squeeze_excite_silu_without_the_pooling_gradient(fast):

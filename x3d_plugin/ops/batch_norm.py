@@ -174,8 +174,8 @@ def squeeze_excite_silu(x: Tensor, excite: Callable[[Tensor],
     # Under CPU autocast the excitation (two matrix products of N x C
     # values) runs in float32 on a float32 mean: in bfloat16 autocast would
     # cast its four weights and their gradients at every call, which took
-    # longer than the products (and a bfloat16 mean first copies all of x
-    # to float32).
+    # longer than the products. The float32 mean is summed as x is read
+    # (_SEPool).
     in_float = x.dtype != torch.float32 and torch.is_autocast_enabled('cpu')
     pooled = _SEPool.apply(x, link, in_float)
     if in_float:
@@ -258,9 +258,12 @@ class _SEPool(torch.autograd.Function):
         ctx.link = link
         ctx.shape = x.shape
         ctx.dtype = x.dtype
-        if in_float:  # summed into float32 as x is read
-            pooled = x.sum(dim=(2, 3, 4), keepdim=True, dtype=torch.float32)
-            return pooled.div_(float(x.shape[2] * x.shape[3] * x.shape[4]))
+        if in_float:
+            # Summed into float32 as x is read (PyTorch's sum with a
+            # float32 dtype first copies all of bfloat16 x to float32).
+            n, c, t, h, w = x.shape
+            pooled = cpu_extension.bn_kernels().channel_sum(x)
+            return pooled.div_(float(t * h * w)).view(n, c, 1, 1, 1)
         return x.mean(dim=(2, 3, 4), keepdim=True)
 
     @staticmethod

@@ -13,6 +13,8 @@
 //   scale_silu_forward(x, s) -> y
 //   scale_silu_grad_scale(grad_y, x, s) -> grad_s
 //   scale_silu_grad_input(grad_y, x, s, add?) -> grad_x (+ add per (n, c))
+//   channel_sum(x) -> float32 (N, C): the sum over T, H and W per sample
+//     and channel (SE's pooling), without a float32 copy of bfloat16 x
 // act: 0 none, 1 ReLU, 2 SiLU (no residual with SiLU). x (and residual,
 // grad_y, y) are channels-last-3d (N, C, T, H, W), i.e. (M, C) rows of C
 // contiguous channels, float32 or bfloat16; the affine parameters, running
@@ -624,8 +626,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
 // ops: grad_s (a reduction over each sample's rows) and grad_x, which adds
 // a given value per (sample, channel): the gradient that reaches x through
 // the SE's own mean pooling, so that autograd need not add a broadcast
-// tensor to a full-size one (slow in bfloat16).
-enum SiluMode { kFwd, kGradS, kGradX };
+// tensor to a full-size one (slow in bfloat16). kSum is the same pass
+// over x alone: the per (sample, channel) sum of SE's pooling.
+enum SiluMode { kFwd, kGradS, kGradX, kSum };
 
 template <typename S, int MODE>
 void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
@@ -633,23 +636,23 @@ void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
                      S* __restrict__ out, float* ds, int64_t N, int64_t C,
                      int64_t L) {
   // L: rows per sample. Blocks of P elements within each sample's slab.
+  constexpr bool kReduce = MODE == kGradS || MODE == kSum;
   const Period pd = period(C);
   const int64_t P = pd.P, slab = L * C, per = (slab + P - 1) / P;
   const int nt = at::get_num_threads();
   std::vector<std::vector<double>> part;
-  if (MODE == kGradS) part.assign(nt, std::vector<double>(N * C, 0.0));
+  if (kReduce) part.assign(nt, std::vector<double>(N * C, 0.0));
   at::parallel_for(0, N * per, std::max<int64_t>(1, 16384 / P),
                    [&](int64_t k0, int64_t k1) {
     std::vector<float> sv(P), av(P), acc(P);
-    OutBuf<S> ob(MODE == kGradS ? 0 : P);
+    OutBuf<S> ob(kReduce ? 0 : P);
     float* __restrict__ sp = sv.data();
     float* __restrict__ ap = av.data();
     float* __restrict__ cp = acc.data();
-    double* dsum = MODE == kGradS ? part[at::get_thread_num()].data()
-                                  : nullptr;
+    double* dsum = kReduce ? part[at::get_thread_num()].data() : nullptr;
     int64_t cur = -1;
     auto flush = [&]() {
-      if (MODE != kGradS || cur < 0) return;
+      if (!kReduce || cur < 0) return;
       fold(cp, C, pd.K);
       for (int64_t c = 0; c < C; ++c) dsum[cur * C + c] += cp[c];
     };
@@ -659,15 +662,19 @@ void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
       if (n != cur) {
         flush();
         cur = n;
-        for (int64_t q = 0; q < P; q += C)
-          for (int64_t c = 0; c < C; ++c) {
-            sp[q + c] = ld(s, n * C + c);
-            ap[q + c] = MODE == kGradX ? add[n * C + c] : 0.f;
-          }
-        if (MODE == kGradS) std::fill(cp, cp + P, 0.f);
+        if (MODE != kSum)
+          for (int64_t q = 0; q < P; q += C)
+            for (int64_t c = 0; c < C; ++c) {
+              sp[q + c] = ld(s, n * C + c);
+              ap[q + c] = MODE == kGradX ? add[n * C + c] : 0.f;
+            }
+        if (kReduce) std::fill(cp, cp + P, 0.f);
       }
       const S* __restrict__ xr = x + o;
-      if (MODE == kGradS) {
+      if (MODE == kSum) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) cp[j] += ld(xr, j);
+      } else if (MODE == kGradS) {
         const S* __restrict__ gr = gy + o;
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
@@ -692,7 +699,7 @@ void scale_silu_impl(const S* __restrict__ x, const S* __restrict__ s,
     }
     flush();
   });
-  if (MODE == kGradS) {
+  if (kReduce) {
     for (int64_t i = 0; i < N * C; ++i) {
       double v = 0;
       for (int t = 0; t < nt; ++t) v += part[t][i];
@@ -766,6 +773,17 @@ Tensor scale_silu_grad_input(const Tensor& grad_y, const Tensor& x,
   return gx;
 }
 
+Tensor channel_sum(const Tensor& x) {
+  TORCH_CHECK(x.dim() == 5 && (x.scalar_type() == at::kFloat ||
+                               x.scalar_type() == at::kBFloat16),
+              "x3d_plugin channel_sum: x must be 5-D float32 or bfloat16");
+  check_rows(x, x, "x");
+  Tensor sums = at::zeros({x.size(0), x.size(1)},
+                          x.options().dtype(at::kFloat));
+  scale_silu_run<kSum>(x, x, nullptr, nullptr, nullptr, mptr<float>(sums));
+  return sums;
+}
+
 }  // namespace x3d_bn
 
 TORCH_LIBRARY_FRAGMENT(X3D_CW_NS, m) {
@@ -783,6 +801,7 @@ TORCH_LIBRARY_FRAGMENT(X3D_CW_NS, m) {
   m.def(
       "scale_silu_grad_input(Tensor grad_y, Tensor x, Tensor s, Tensor? add)"
       " -> Tensor");
+  m.def("channel_sum(Tensor x) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(X3D_CW_NS, CPU, m) {
@@ -791,4 +810,5 @@ TORCH_LIBRARY_IMPL(X3D_CW_NS, CPU, m) {
   m.impl("scale_silu_forward", &x3d_bn::scale_silu_forward);
   m.impl("scale_silu_grad_scale", &x3d_bn::scale_silu_grad_scale);
   m.impl("scale_silu_grad_input", &x3d_bn::scale_silu_grad_input);
+  m.impl("channel_sum", &x3d_bn::channel_sum);
 }
