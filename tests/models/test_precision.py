@@ -59,6 +59,34 @@ def test_bf16_where_native_or_asked(model, x, monkeypatch, native, env):
     assert torch.allclose(scores.float(), ref, atol=0.05, rtol=0.05)
 
 
+def test_head_classifies_in_float32_under_cpu_bf16_autocast(model, x,
+                                                           monkeypatch):
+    """Where the CPU runs bf16, the head's 1x1x1 conv runs in bf16 and its
+    two linear layers in float32 on the pooled float32 features (no bf16
+    copies of their weights), with float32 scores."""
+    monkeypatch.setattr(precision, 'native_bf16', lambda: True)
+    backbone, head = model
+    seen = []
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: seen.append(
+            (args[0].dtype, out.dtype, torch.is_autocast_enabled('cpu'))))
+        for m in (head.conv5, head.fc1, head.fc_cls)
+    ]
+    try:
+        feats, scores = run(model, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == [(torch.bfloat16, torch.bfloat16, True),
+                    (torch.float32, torch.float32, False),
+                    (torch.float32, torch.float32, False)]
+    assert scores.dtype == torch.float32 and scores.shape == (1, 5)
+    with torch.no_grad():
+        x5 = head.relu(head.bn5(head.conv5(feats.float()).bfloat16().float()))
+        ref = head.fc_cls(head.relu(head.fc1(x5.mean((2, 3, 4)))))
+    torch.testing.assert_close(scores, ref, rtol=2e-2, atol=2e-2)
+
+
 def test_float32_without_autocast_untouched(model, x, monkeypatch):
     monkeypatch.setattr(precision, 'native_bf16', lambda: False)
     assert not precision.cpu_bf16_emulated(x)

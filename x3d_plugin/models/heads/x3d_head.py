@@ -2,6 +2,7 @@
 from typing import Dict, Sequence, Union
 
 from mmaction.models.heads import BaseHead
+import torch
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
@@ -82,7 +83,8 @@ class X3DHead(BaseHead):
         """Class scores ``N x num_classes`` of backbone features; with
         several backbone outputs the last (deepest) is used. Under CPU
         bf16 autocast on a CPU without bf16 instructions it runs in float32
-        (:mod:`x3d_plugin.models.precision`)."""
+        (:mod:`x3d_plugin.models.precision`); on one with them the 1x1x1
+        conv runs in bf16 and the linear layers in float32."""
         if isinstance(x, (tuple, list)):
             x = x[-1]
         with cpu_bf16_as_fp32(x) as x:
@@ -90,7 +92,17 @@ class X3DHead(BaseHead):
 
     def _forward(self, x: Tensor) -> Tensor:
         x = batch_norm_act(self.conv5(x), self.bn5, act='relu')
-        x = x.mean(dim=(2, 3, 4))
+        if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
+            # The two linear layers see one pooled vector per clip: under
+            # CPU autocast, casting their weights (fc_channels x
+            # (mid_channels + num_classes) values) to bf16 and their
+            # gradients back at every step takes longer than the products,
+            # so they run in float32 (float32 scores).
+            with torch.autocast('cpu', enabled=False):
+                return self._classify(x.float().mean(dim=(2, 3, 4)))
+        return self._classify(x.mean(dim=(2, 3, 4)))
+
+    def _classify(self, x: Tensor) -> Tensor:
         x = self.relu(self.fc1(x))
         if self.dropout is not None:
             x = self.dropout(x)
