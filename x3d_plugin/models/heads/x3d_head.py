@@ -1,8 +1,8 @@
 """X3D classification head (PySlowFast ``head_helper.X3DHead``)."""
 from typing import Dict, Sequence, Union
 
-from mmaction.models.heads import BaseHead
 import torch
+from mmaction.models.heads import BaseHead
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 

@@ -778,6 +778,7 @@ Tensor channel_sum(const Tensor& x) {
                                x.scalar_type() == at::kBFloat16),
               "x3d_plugin channel_sum: x must be 5-D float32 or bfloat16");
   check_rows(x, x, "x");
+  // Zeros for an empty x (the run returns at once); kSum reads no s.
   Tensor sums = at::zeros({x.size(0), x.size(1)},
                           x.options().dtype(at::kFloat));
   scale_silu_run<kSum>(x, x, nullptr, nullptr, nullptr, mptr<float>(sums));
